@@ -1,0 +1,62 @@
+"""The ``discvbr`` command line.
+
+Each stage of the pipeline adds its sub-command in a module of this package
+(``discvbr/cli/<stage>.py``) that registers itself on :data:`app`; heavy imports
+(torch, itk) happen inside the command functions so ``discvbr --help`` stays fast.
+User errors (:class:`discvbr.DiscVBRError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from discvbr import __version__
+from discvbr.errors import DiscVBRError
+
+app = typer.Typer(
+    name="discvbr",
+    help="Voxel-based relaxometry of the lumbar intervertebral discs (T1rho/T2): "
+    "phantom, segmentation, registration, fitting, statistics and figures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"discvbr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Voxel-based relaxometry of the lumbar intervertebral discs."""
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``discvbr`` script; returns the exit status."""
+    try:
+        app(args=argv, prog_name="discvbr", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except DiscVBRError as exc:
+        typer.echo(f"discvbr: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("discvbr: interrupted; completed outputs are kept", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
