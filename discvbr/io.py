@@ -239,7 +239,8 @@ def write_image(path: str | os.PathLike, image: Image | np.ndarray, affine: np.n
 
             lps = image.affine.copy()
             lps[:3, :] = _LPS_TO_RAS @ lps[:3, :]
-            directions = [list(lps[:3, i]) for i in range(3)] + [None] * (array.ndim - 3)
+            directions = np.full((array.ndim, 3), np.nan)
+            directions[:3] = lps[:3, :3].T
             header = {
                 "space": "left-posterior-superior",
                 "space directions": directions,
