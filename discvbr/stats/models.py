@@ -1,0 +1,420 @@
+"""Vectorised test statistics of the four analyses, for the data and under permutation.
+
+Each model is built once from ``(subjects, voxels)`` arrays with NaN for missing
+values. It computes the observed maps (``observed``) and, for a batch of
+permutations, the t statistic of every voxel under each permutation
+(:meth:`permuted_t`) with a few matrix products per batch.
+
+Permutations are given as ``keys``: one uniform random number per permutation and
+subject, ``(n_permutations, n_subjects)``. A permutation of a set of subjects is
+the order of their keys (``argsort``), a sign flip is ``key < 0.5``. Because the
+keys belong to subjects, the permutation seen by a voxel whose data miss some
+subjects is the one induced on the subjects it has (uniform over the permutations
+of that subset), and analyses of different discs see the same relabelling of whole
+subjects (joint correction).
+
+Missing values are handled exactly: voxels are grouped by their pattern of missing
+subjects and each group is solved on its own subjects (correlation models), or the
+missing entries are masked out of the sums (two-group and paired models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+__all__ = [
+    "CorrelationModel",
+    "TwoGroupModel",
+    "PairedModel",
+    "missingness_patterns",
+    "t_to_p",
+]
+
+# A residual sum of squares this small relative to the centred one means the voxel is
+# (numerically) a linear function of the covariates: its correlation is undefined.
+_DEGENERATE_RELATIVE_SS = 1e-20
+# Covariate design columns whose QR pivot falls below this (relative, on standardised
+# columns) are collinear on that voxel's subjects.
+_RANK_TOLERANCE = 1e-8
+# Largest (rows x voxels x permutations) block gathered at once in voxel-by-voxel models.
+_GATHER_BLOCK = 1 << 22
+
+
+def t_to_p(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of Student t statistics (NaN where ``t`` or ``df`` is NaN)."""
+    with np.errstate(invalid="ignore"):
+        return 2.0 * special.stdtr(df, -np.abs(t))
+
+
+def missingness_patterns(valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group voxels by which subjects they have.
+
+    Parameters
+    ----------
+    valid : ndarray of bool, shape (n_subjects, V)
+
+    Returns
+    -------
+    list of (rows, voxels)
+        For each distinct column of ``valid``: the subject rows it has and the voxel
+        columns that share it.
+    """
+    n, n_vox = valid.shape
+    packed = np.packbits(valid, axis=0)
+    keys = np.ascontiguousarray(packed.T).view(np.dtype((np.void, packed.shape[0]))).reshape(n_vox)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse))[:-1]
+    return [(np.flatnonzero(valid[:, first[g]]), cols) for g, cols in enumerate(np.split(order, bounds))]
+
+
+def _standardised_design(covariates: np.ndarray) -> np.ndarray | None:
+    """Orthonormal basis ``(m, k + 1)`` of [1, covariates], or None when rank-deficient."""
+    m, k = covariates.shape
+    if k == 0:
+        return np.full((m, 1), 1.0 / np.sqrt(m))
+    centred = covariates - covariates.mean(axis=0)
+    scale = np.sqrt((centred**2).sum(axis=0))
+    if np.any(scale == 0):
+        return None
+    design = np.column_stack([np.ones(m) / np.sqrt(m), centred / scale])
+    q, r = np.linalg.qr(design)
+    if np.abs(np.diag(r)).min() < _RANK_TOLERANCE:
+        return None
+    return q
+
+
+def _rank_columns(a: np.ndarray) -> np.ndarray:
+    return stats.rankdata(a, axis=0)
+
+
+@dataclass
+class _CorrelationGroup:
+    rows: np.ndarray  # subject rows of this missingness pattern
+    cols: np.ndarray  # voxel columns (only those with a defined statistic)
+    residuals: np.ndarray  # (m, Vg) response residuals on [1, covariates]
+    x_residuals: np.ndarray  # (m,) or (m, Vg) tested-variable residuals
+    covariate_basis: np.ndarray  # (m, k) orthonormal covariate directions (intercept dropped)
+    sxx: np.ndarray  # scalar or (Vg,)
+    syy: np.ndarray  # (Vg,)
+    df: int
+
+
+class CorrelationModel:
+    """Pearson / Spearman (partial) correlation of each voxel with a variable or a second map.
+
+    The response ``y`` is each voxel's value; ``x`` is one value per subject (a
+    variable) or a second map. With covariates Z, both are residualised on
+    [1, Z] on the subjects the voxel has and the partial correlation is the
+    correlation of the residuals; its t statistic has ``n - 2 - k`` degrees of
+    freedom. Spearman ranks ``y``, ``x`` and Z on those subjects first (as
+    pingouin does).
+
+    Permutations follow Freedman & Lane (1983): the residuals of ``y`` on [1, Z]
+    are permuted and the full model refitted. With no covariates this is the
+    plain permutation of ``y`` against ``x``.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, V)
+        Voxel values, NaN where missing.
+    x : ndarray, shape (n,) or (n, V)
+        Tested variable (finite) or second map (NaN where missing).
+    covariates : ndarray, shape (n, k)
+        Finite covariate values (``k`` may be 0).
+    method : {"pearson", "spearman"}
+
+    Attributes
+    ----------
+    observed : dict of ndarray (V,)
+        ``r``, ``t``, ``p``, ``df``, ``n``.
+    """
+
+    def __init__(self, y: np.ndarray, x: np.ndarray, covariates: np.ndarray, *, method: str = "pearson") -> None:
+        if method not in ("pearson", "spearman"):
+            raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+        n, n_vox = y.shape
+        k = covariates.shape[1]
+        self.n_subjects, self.n_voxels, self.n_covariates = n, n_vox, k
+        self.voxelwise_x = x.ndim == 2
+        valid = np.isfinite(y) & (np.isfinite(x) if self.voxelwise_x else True)
+        r = np.full(n_vox, np.nan)
+        df = np.full(n_vox, np.nan)
+        count = valid.sum(axis=0).astype(float)
+        self.groups: list[_CorrelationGroup] = []
+        for rows, cols in missingness_patterns(valid):
+            m = rows.size
+            if m < k + 3:
+                continue
+            yg = y[np.ix_(rows, cols)]
+            xg = x[np.ix_(rows, cols)] if self.voxelwise_x else x[rows]
+            zg = covariates[rows]
+            if method == "spearman":
+                yg, xg = _rank_columns(yg), _rank_columns(xg)
+                zg = _rank_columns(zg) if k else zg
+            q = _standardised_design(zg)
+            if q is None:  # a covariate is constant or collinear on these subjects
+                continue
+            e = yg - q @ (q.T @ yg)
+            xr = xg - q @ (q.T @ xg)
+            syy = np.einsum("ij,ij->j", e, e)
+            sxx = np.einsum("ij,ij->j", xr, xr) if self.voxelwise_x else float(xr @ xr)
+            ok = _non_degenerate(yg, syy)
+            if self.voxelwise_x:
+                ok &= _non_degenerate(xg, sxx)
+            elif not _non_degenerate(xg[:, None], np.array([sxx]))[0]:
+                continue
+            if not ok.any():
+                continue
+            sxy = np.einsum("ij,ij->j", e, xr) if self.voxelwise_x else xr @ e
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rg = np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0)
+            r[cols[ok]] = rg[ok]
+            df[cols[ok]] = m - 2 - k
+            self.groups.append(
+                _CorrelationGroup(
+                    rows=rows,
+                    cols=cols[ok],
+                    residuals=np.ascontiguousarray(e[:, ok]),
+                    x_residuals=np.ascontiguousarray(xr[:, ok]) if self.voxelwise_x else xr,
+                    covariate_basis=np.ascontiguousarray(q[:, 1:]),
+                    sxx=sxx[ok] if self.voxelwise_x else sxx,
+                    syy=syy[ok],
+                    df=m - 2 - k,
+                )
+            )
+        t = _r_to_t(r, df)
+        self.observed = {"r": r, "t": t, "p": t_to_p(t, df), "df": df, "n": count}
+
+    def permuted_t(self, keys: np.ndarray) -> np.ndarray:
+        """t statistic of every voxel under each permutation of the response residuals.
+
+        Parameters
+        ----------
+        keys : ndarray, shape (B, n_subjects)
+            One uniform key per permutation and subject; the permutation of a voxel's
+            subjects is the order of their keys.
+
+        Returns
+        -------
+        ndarray of float64, shape (B, V)
+            NaN where the statistic is undefined.
+        """
+        n_perm = keys.shape[0]
+        out = np.full((n_perm, self.n_voxels), np.nan)
+        for g in self.groups:
+            # rank[b, j]: where subject j's residual lands; sum_i e[perm_i] w_i = sum_j e_j w[rank_j]
+            rank = np.argsort(np.argsort(keys[:, g.rows], axis=1), axis=1)
+            basis = g.covariate_basis[rank]  # (B, m, k)
+            k = basis.shape[2]
+            if self.voxelwise_x:
+                num = _gathered_products(g.x_residuals, rank, g.residuals)
+                projections = (
+                    np.einsum("bmk,mv->kbv", basis, g.residuals) if k else np.zeros((0, n_perm, g.cols.size))
+                )
+            else:
+                rows = np.concatenate([g.x_residuals[rank][None], np.moveaxis(basis, 2, 0)], axis=0)
+                products = rows.reshape((k + 1) * n_perm, -1) @ g.residuals
+                products = products.reshape(k + 1, n_perm, -1)
+                num, projections = products[0], products[1:]
+            syy = g.syy - np.einsum("kbv,kbv->bv", projections, projections) if k else g.syy
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.clip(num / np.sqrt(g.sxx * syy), -1.0, 1.0)
+            out[:, g.cols] = _r_to_t(r, g.df)
+        return out
+
+
+def _non_degenerate(values: np.ndarray, residual_ss: np.ndarray) -> np.ndarray:
+    centred_ss = ((values - values.mean(axis=0)) ** 2).sum(axis=0)
+    return (np.ptp(values, axis=0) > 0) & (residual_ss > _DEGENERATE_RELATIVE_SS * centred_ss)
+
+
+def _gathered_products(x_residuals: np.ndarray, rank: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """``out[b, v] = sum_j residuals[j, v] * x_residuals[rank[b, j], v]`` in memory-bounded blocks."""
+    n_perm, m = rank.shape
+    n_vox = residuals.shape[1]
+    out = np.empty((n_perm, n_vox))
+    step = max(1, _GATHER_BLOCK // max(1, m * n_vox))
+    for start in range(0, n_perm, step):
+        block = x_residuals[rank[start : start + step]]  # (b, m, V)
+        out[start : start + step] = np.einsum("bmv,mv->bv", block, residuals)
+    return out
+
+
+def _r_to_t(r: np.ndarray, df: np.ndarray | float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
+
+
+class TwoGroupModel:
+    """Unpaired t-test between two groups of subjects at each voxel.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, V)
+        Voxel values, NaN where missing.
+    in_b : ndarray of bool, shape (n,)
+        True for subjects of the second group (``b``), False for the reference (``a``).
+    equal_var : bool
+        True: Student's t with pooled variance (``df = n_a + n_b - 2``); False:
+        Welch's t with Welch-Satterthwaite degrees of freedom. The statistic is for
+        ``mean_b - mean_a`` (``scipy.stats.ttest_ind(b, a)``).
+
+    Attributes
+    ----------
+    observed : dict of ndarray (V,)
+        ``mean_a``, ``mean_b``, ``difference`` (b - a), ``t``, ``p``, ``df``, ``n``,
+        ``n_a``, ``n_b``.
+
+    Notes
+    -----
+    Undefined (NaN) where a group has no subject (Student) or fewer than two (Welch)
+    at that voxel, or the variance estimate is zero. Permutations relabel subjects
+    (the group sizes stay those of the analysis); sums are taken over the subjects
+    each voxel has.
+    """
+
+    def __init__(self, y: np.ndarray, in_b: np.ndarray, *, equal_var: bool = True) -> None:
+        self.n_subjects, self.n_voxels = y.shape
+        self.equal_var = equal_var
+        self.in_b = np.asarray(in_b, dtype=bool)
+        valid = np.isfinite(y)
+        self.complete = bool(valid.all())
+        stats_ = {}
+        for name, members in (("a", ~self.in_b), ("b", self.in_b)):
+            sel = valid & members[:, None]
+            count = sel.sum(axis=0).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(sel, y, 0.0).sum(axis=0) / count
+            ss = np.where(sel, (y - mean) ** 2, 0.0).sum(axis=0)
+            stats_[name] = (count, mean, ss)
+        (na, ma, ssa), (nb, mb, ssb) = stats_["a"], stats_["b"]
+        t, df = self._t(na, ma, ssa, nb, mb, ssb)
+        self.observed = {
+            "mean_a": ma,
+            "mean_b": mb,
+            "difference": mb - ma,
+            "t": t,
+            "p": t_to_p(t, df),
+            "df": df,
+            "n": na + nb,
+            "n_a": na,
+            "n_b": nb,
+        }
+        # Permutation sums are taken on data centred per voxel, for precision.
+        with np.errstate(invalid="ignore"):
+            centre = np.nanmean(np.where(valid, y, np.nan), axis=0)
+        self._centred = np.where(valid, y - centre, 0.0)
+        self._squared = self._centred**2
+        self._valid = valid.astype(float)
+        self._total = (self._centred.sum(axis=0), self._squared.sum(axis=0), self._valid.sum(axis=0))
+
+    def _t(self, na, ma, ssa, nb, mb, ssb):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.equal_var:
+                df = na + nb - 2.0
+                pooled = (ssa + ssb) / df
+                se2 = pooled * (1.0 / na + 1.0 / nb)
+                ok = (na >= 1) & (nb >= 1) & (df >= 1) & (se2 > 0)
+            else:
+                va, vb = ssa / (na - 1.0) / na, ssb / (nb - 1.0) / nb
+                se2 = va + vb
+                df = se2**2 / (va**2 / (na - 1.0) + vb**2 / (nb - 1.0))
+                ok = (na >= 2) & (nb >= 2) & (se2 > 0)
+            t = (mb - ma) / np.sqrt(se2)
+        return np.where(ok, t, np.nan), np.where(ok, df, np.nan)
+
+    def permuted_t(self, keys: np.ndarray) -> np.ndarray:
+        """t statistic of every voxel under each relabelling of the subjects.
+
+        Parameters
+        ----------
+        keys : ndarray, shape (B, n_subjects)
+            The group labels are reassigned in the order of each row's keys.
+
+        Returns
+        -------
+        ndarray of float64, shape (B, V)
+        """
+        labels = self.in_b[np.argsort(keys, axis=1)].astype(float)  # (B, n)
+        s_total, q_total, n_total = self._total
+        sb = labels @ self._centred
+        qb = labels @ self._squared
+        nb = labels @ self._valid if not self.complete else np.broadcast_to(labels.sum(axis=1)[:, None], sb.shape)
+        sa, qa, na = s_total - sb, q_total - qb, n_total - nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ma, mb = sa / na, sb / nb
+            ssa = np.maximum(qa - sa * ma, 0.0)
+            ssb = np.maximum(qb - sb * mb, 0.0)
+        t, _ = self._t(na, ma, ssa, nb, mb, ssb)
+        return t
+
+
+class PairedModel:
+    """Paired t-test of follow-up against baseline at each voxel.
+
+    Parameters
+    ----------
+    baseline, followup : ndarray, shape (n, V)
+        The two visits of the same subjects, NaN where missing; a voxel uses the
+        subjects that have both.
+
+    Attributes
+    ----------
+    observed : dict of ndarray (V,)
+        ``mean_baseline``, ``mean_followup`` (over the pairs), ``difference``
+        (mean of follow-up - baseline), ``t``, ``p``, ``df`` (= n - 1), ``n``.
+
+    Notes
+    -----
+    Permutations flip the sign of each subject's difference (Nichols & Holmes 2002):
+    valid when the differences are symmetric about zero under the null hypothesis.
+    """
+
+    def __init__(self, baseline: np.ndarray, followup: np.ndarray) -> None:
+        self.n_subjects, self.n_voxels = baseline.shape
+        diff = followup - baseline
+        valid = np.isfinite(diff)
+        count = valid.sum(axis=0).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(valid, diff, 0.0).sum(axis=0) / count
+            ss = np.where(valid, (diff - mean) ** 2, 0.0).sum(axis=0)
+            df = count - 1.0
+            t = mean / np.sqrt(ss / df / count)
+            ok = (count >= 2) & (ss > 0)
+            mean_base = np.where(valid, baseline, 0.0).sum(axis=0) / count
+            mean_follow = np.where(valid, followup, 0.0).sum(axis=0) / count
+        t = np.where(ok, t, np.nan)
+        df = np.where(ok, df, np.nan)
+        self.observed = {
+            "mean_baseline": mean_base,
+            "mean_followup": mean_follow,
+            "difference": mean,
+            "t": t,
+            "p": t_to_p(t, df),
+            "df": df,
+            "n": count,
+        }
+        self._diff = np.where(valid, diff, 0.0)
+        self._count = count
+        self._ok = ok
+        self._sum_squares = (self._diff**2).sum(axis=0)
+
+    def permuted_t(self, keys: np.ndarray) -> np.ndarray:
+        """t statistic of every voxel under each sign flip (``key < 0.5`` flips a subject).
+
+        Returns
+        -------
+        ndarray of float64, shape (B, V)
+        """
+        signs = np.where(keys < 0.5, -1.0, 1.0)
+        total = signs @ self._diff
+        m = self._count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / m
+            ss = np.maximum(self._sum_squares - total * mean, 0.0)
+            t = mean / np.sqrt(ss / (m - 1.0) / m)
+        return np.where(self._ok & (ss > 0), t, np.nan)
