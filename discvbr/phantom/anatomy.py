@@ -24,6 +24,8 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.spatial import cKDTree
 
+from discvbr.levels import T12L1_LABEL, VERTEBRA_LABELS
+
 __all__ = ["Tissue", "Endplate", "Segment", "SpineGeometry", "SampleGrid", "Samples", "build_spine", "rasterize"]
 
 
@@ -353,11 +355,12 @@ class Samples:
     disc_u: np.ndarray  # float32 normalised antero-posterior position in the disc, -1 posterior .. 1 anterior
     disc_v: np.ndarray  # float32 normalised inferior-superior position, -1 .. 1
     disc_x: np.ndarray  # float32 normalised left-right position, -1 .. 1
+    part: np.ndarray  # int8 spine label (discvbr.levels: discs 1-6, vertebrae 10-16), 0 elsewhere
     curv_s: np.ndarray  # (nys, nzs) arc length along the spine curve, mm
     curv_d: np.ndarray  # (nys, nzs) signed distance from the curve, anterior positive, mm
 
 
-T12L1_DISC_ID = 6
+T12L1_DISC_ID = T12L1_LABEL
 
 
 def rasterize(geometry: SpineGeometry, grid: SampleGrid, *, rng: np.random.Generator) -> Samples:
@@ -394,6 +397,7 @@ def rasterize(geometry: SpineGeometry, grid: SampleGrid, *, rng: np.random.Gener
     disc_u = np.full(shape, np.nan, np.float32)
     disc_v = np.full(shape, np.nan, np.float32)
     disc_x = np.full(shape, np.nan, np.float32)
+    part = np.zeros(shape, np.int8)
 
     # Soft tissue layers (same on every sagittal plane near the midline): the back from a gentle
     # curve, the canal and the front of the column in curvilinear coordinates of the spine.
@@ -429,14 +433,23 @@ def rasterize(geometry: SpineGeometry, grid: SampleGrid, *, rng: np.random.Gener
 
     for seg in geometry.segments:
         if seg.kind == "body":
-            _paint_posterior_elements(tissue, geometry, seg, xs, py, pz)
+            _paint_posterior_elements(tissue, part, geometry, seg, xs, py, pz)
     for seg in geometry.segments:
         if seg.kind == "disc" or seg.kind == "rudiment":
-            _paint_disc(tissue, disc, disc_u, disc_v, disc_x, seg, xs, py, pz)
+            _paint_disc(tissue, disc, disc_u, disc_v, disc_x, part, seg, xs, py, pz)
     for seg in geometry.segments:
         if seg.kind == "body":
-            _paint_body(tissue, seg, xs, py, pz)
-    return Samples(tissue, disc, disc_u, disc_v, disc_x, curv_s.astype(np.float32), curv_d.astype(np.float32))
+            _paint_body(tissue, part, seg, xs, py, pz)
+    return Samples(tissue, disc, disc_u, disc_v, disc_x, part, curv_s.astype(np.float32), curv_d.astype(np.float32))
+
+
+def _part_label(seg: Segment) -> int:
+    """Spine label of a segment (discvbr.levels conventions)."""
+    if seg.kind == "disc":
+        return seg.label or T12L1_LABEL
+    if seg.kind == "rudiment" or seg.name.startswith("S"):
+        return VERTEBRA_LABELS["sacrum"]
+    return VERTEBRA_LABELS[seg.name]
 
 
 def _back_distance(geometry: SpineGeometry, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
@@ -510,7 +523,7 @@ def _concavity(u: np.ndarray, seg: Segment) -> np.ndarray:
     return seg.concavity * np.clip(1.0 - (2.0 * u / seg.depth) ** 2, 0.0, None)
 
 
-def _paint_body(tissue: np.ndarray, seg: Segment, xs: np.ndarray, py: np.ndarray, pz: np.ndarray) -> None:
+def _paint_body(tissue: np.ndarray, part: np.ndarray, seg: Segment, xs: np.ndarray, py: np.ndarray, pz: np.ndarray) -> None:
     box = _bbox(py, pz, seg.center, 0.75 * max(seg.depth, seg.height) + 4)
     if box is None:
         return
@@ -527,6 +540,7 @@ def _paint_body(tissue: np.ndarray, seg: Segment, xs: np.ndarray, py: np.ndarray
         for inset, value in ((0.0, Tissue.CORTEX), (1.1, Tissue.MARROW)):
             inside = _rounded_inside(above - inset, below - inset, wall - inset, corner)
             tissue[i][box][inside] = value
+            part[i][box][inside] = _part_label(seg)
 
 
 def _rounded_inside(a: np.ndarray, b: np.ndarray, w: np.ndarray, r: float) -> np.ndarray:
@@ -544,6 +558,7 @@ def _paint_disc(
     disc_u: np.ndarray,
     disc_v: np.ndarray,
     disc_x: np.ndarray,
+    part: np.ndarray,
     seg: Segment,
     xs: np.ndarray,
     py: np.ndarray,
@@ -566,6 +581,7 @@ def _paint_disc(
         post, ant = _lateral_extent(u, x, seg)
         bulge = seg.bulge * (1.0 - vn**2)
         inside = between & (u >= post - bulge) & (u <= ant + bulge)
+        part[i][box][inside] = _part_label(seg)
         if seg.kind == "rudiment":
             tissue[i][box][inside] = Tissue.RUDIMENT
             continue
@@ -578,7 +594,7 @@ def _paint_disc(
 
 
 def _paint_posterior_elements(
-    tissue: np.ndarray, geometry: SpineGeometry, seg: Segment, xs: np.ndarray, py: np.ndarray, pz: np.ndarray
+    tissue: np.ndarray, part: np.ndarray, geometry: SpineGeometry, seg: Segment, xs: np.ndarray, py: np.ndarray, pz: np.ndarray
 ) -> None:
     """Laminae, spinous process and (off the midline) pedicles of one vertebra, in its frame."""
     sacral = seg.name.startswith("S")
@@ -617,3 +633,4 @@ def _paint_posterior_elements(
             plane = tissue[i][box]
             plane[inside] = Tissue.CORTEX
             plane[marrow] = Tissue.MARROW
+            part[i][box][inside] = _part_label(seg)

@@ -149,6 +149,7 @@ def synthesize_from_real(
         disc_u=np.full(shape, np.nan, np.float32),
         disc_v=np.full(shape, np.nan, np.float32),
         disc_x=np.full(shape, np.nan, np.float32),
+        part=labels.astype(np.int8),
         curv_s=np.zeros(shape[1:], np.float32),
         curv_d=np.zeros(shape[1:], np.float32),
     )

@@ -73,6 +73,7 @@ class SessionTruth:
     t2: np.ndarray  # ms
     s0: np.ndarray  # signal at t = 0 including the bias field
     tissue: np.ndarray  # Tissue at the voxel centre
+    spine: np.ndarray  # spine labels at the voxel centre: discs 1-5 (6 = T12L1), vertebrae 10-16
     disc_fraction: np.ndarray  # fraction of the voxel in one of the five lumbar discs
     effects: dict[str, np.ndarray]  # weight 0..1 of each planted effect
     bias: np.ndarray  # receive-bias field
@@ -99,6 +100,7 @@ class PhantomSession:
             "t2_map": self.truth.t2,
             "s0": self.truth.s0,
             "tissue": self.truth.tissue.astype(np.uint8),
+            "spine_labels": self.truth.spine.astype(np.uint8),
             "disc_fraction": self.truth.disc_fraction,
             **{f"effect_{k}": v for k, v in self.truth.effects.items()},
         }
@@ -245,6 +247,7 @@ def render_session(
         t2=t2_map,
         s0=(s0_vox * bias).astype(np.float32),
         tissue=tissue[centre].astype(np.uint8),
+        spine=samples.part[centre].astype(np.uint8),
         disc_fraction=disc_fraction,
         effects={k: _block_mean(v, factors).astype(np.float32) for k, v in effects.items()},
         bias=bias.astype(np.float32),
