@@ -8,7 +8,7 @@ throughout a study.
 
 from __future__ import annotations
 
-__all__ = ["DISC_LEVELS", "DISC_COLOURS", "label_of", "level_of"]
+__all__ = ["DISC_LEVELS", "DISC_COLOURS", "VERTEBRA_LABELS", "T12L1_LABEL", "label_of", "level_of"]
 
 #: Disc names indexed by ``label - 1`` (label 1 = L5S1 ... label 5 = L1L2).
 DISC_LEVELS: tuple[str, ...] = ("L5S1", "L4L5", "L3L4", "L2L3", "L1L2")
@@ -22,6 +22,13 @@ DISC_COLOURS: dict[str, tuple[float, float, float]] = {
     "L2L3": (0.000, 0.447, 0.698),  # blue
     "L1L2": (0.800, 0.475, 0.655),  # reddish purple
 }
+
+
+#: Labels of the vertebrae in spine label maps (the phantom's ``truth/spine_labels``), next to
+#: the disc labels 1-5; the whole sacrum is one label.
+VERTEBRA_LABELS: dict[str, int] = {"sacrum": 10, "L5": 11, "L4": 12, "L3": 13, "L2": 14, "L1": 15, "T12": 16}
+#: Label of the T12L1 disc in spine label maps (not one of the five analysed discs).
+T12L1_LABEL = 6
 
 
 def label_of(level: str) -> int:

@@ -468,5 +468,5 @@ def encode_variables(table: pd.DataFrame) -> pd.DataFrame:
                 "code it as numbers or split it into two-level columns"
             )
         zero = "control" if "control" in levels else levels[0] if levels else None
-        out[column] = values.map(lambda v: np.nan if v is None or v == "" else float(v != zero)).astype(float)
+        out[column] = values.map(lambda v: np.nan if pd.isna(v) or v == "" else float(v != zero)).astype(float)
     return out

@@ -43,6 +43,10 @@ def _root(
 
 
 
+# Sub-commands register themselves on `app` when imported.
+from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``discvbr`` script; returns the exit status."""
     try:
