@@ -234,7 +234,10 @@ def align_subjects(
 
 
 def numeric_variables(rows: pd.DataFrame, names: Sequence[str], *, analysis: str) -> pd.DataFrame:
-    """Numeric coding of the named columns (see :func:`discvbr.manifest.encode_variables`).
+    """Numeric coding of the named columns.
+
+    Numeric columns are used as they are; text columns are coded by
+    :func:`discvbr.manifest.encode_variables` (sex F/M -> 0/1, two-level labels -> 0/1).
 
     Raises
     ------
@@ -246,7 +249,13 @@ def numeric_variables(rows: pd.DataFrame, names: Sequence[str], *, analysis: str
         raise DiscVBRError(
             f"{analysis}: variable(s) {_listing(absent)} not in the table; its columns are {_listing(list(rows.columns))}"
         )
-    return encode_variables(rows[list(names)])
+    selected = rows[list(names)]
+    numeric = [n for n in names if pd.api.types.is_numeric_dtype(selected[n])]
+    # Numeric columns pass as they are (a 0/1 sex column stays 0/1); text is coded.
+    coded = encode_variables(selected[[n for n in names if n not in numeric]])
+    for name in numeric:
+        coded[name] = selected[name].astype(float)
+    return coded[list(names)]
 
 
 def _listing(items: Sequence[object]) -> str:

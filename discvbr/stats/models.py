@@ -6,12 +6,14 @@ permutations, the t statistic of every voxel under each permutation
 (:meth:`permuted_t`) with a few matrix products per batch.
 
 Permutations are given as ``keys``: one uniform random number per permutation and
-subject, ``(n_permutations, n_subjects)``. A permutation of a set of subjects is
-the order of their keys (``argsort``), a sign flip is ``key < 0.5``. Because the
-keys belong to subjects, the permutation seen by a voxel whose data miss some
-subjects is the one induced on the subjects it has (uniform over the permutations
-of that subset), and analyses of different discs see the same relabelling of whole
-subjects (joint correction).
+subject, ``(n_permutations, n_subjects)``. A permutation of the model's subjects is
+the order of their keys (``argsort``), a sign flip is ``key < 0.5``; because the keys
+belong to subjects, analyses of different discs relabel whole subjects alike (joint
+correction). Group labels and sign flips apply to every voxel as they are (exact
+with missing values). A correlation voxel that misses some subjects is permuted by
+the permutation induced on the subjects it has, splicing the others out of the
+permutation's cycles (uniform on the subset, and equal to the full permutation
+wherever possible, which keeps the spatial dependence of permuted maps).
 
 Missing values are handled exactly: voxels are grouped by their pattern of missing
 subjects and each group is solved on its own subjects (correlation models), or the
@@ -195,8 +197,9 @@ class CorrelationModel:
         Parameters
         ----------
         keys : ndarray, shape (B, n_subjects)
-            One uniform key per permutation and subject; the permutation of a voxel's
-            subjects is the order of their keys.
+            One uniform key per permutation and subject: subject ``i`` receives the
+            residual of the subject with the ``i``-th smallest key; a voxel missing
+            some subjects uses the permutation induced on the subjects it has.
 
         Returns
         -------
@@ -205,9 +208,12 @@ class CorrelationModel:
         """
         n_perm = keys.shape[0]
         out = np.full((n_perm, self.n_voxels), np.nan)
+        permutation = np.argsort(keys, axis=1)
         for g in self.groups:
-            # rank[b, j]: where subject j's residual lands; sum_i e[perm_i] w_i = sum_j e_j w[rank_j]
-            rank = np.argsort(np.argsort(keys[:, g.rows], axis=1), axis=1)
+            local = _spliced(permutation, g.rows)
+            # rank[b, j]: where subject j's residual lands; sum_i e[local_i] w_i = sum_j e_j w[rank_j]
+            rank = np.empty_like(local)
+            np.put_along_axis(rank, local, np.arange(local.shape[1])[None, :], axis=1)
             basis = g.covariate_basis[rank]  # (B, m, k)
             k = basis.shape[2]
             if self.voxelwise_x:
@@ -225,6 +231,39 @@ class CorrelationModel:
                 r = np.clip(num / np.sqrt(g.sxx * syy), -1.0, 1.0)
             out[:, g.cols] = _r_to_t(r, g.df)
         return out
+
+
+def _spliced(permutation: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The permutations of a subset of subjects induced by permutations of all of them.
+
+    Each member's partner is followed along its cycle until it is a member again
+    (the other subjects are spliced out of the cycles). This keeps a uniform
+    permutation uniform on the subset and agrees with the full permutation
+    wherever it can, so voxels that miss a few subjects are permuted almost
+    exactly like their complete neighbours and permuted maps keep the spatial
+    dependence of the data.
+
+    Parameters
+    ----------
+    permutation : ndarray of int, shape (B, n)
+        ``permutation[b, i]``: the subject whose value lands on subject ``i``.
+    members : ndarray of int, shape (m,)
+        The subset, increasing.
+
+    Returns
+    -------
+    ndarray of int, shape (B, m)
+        The same for the subset, in positions within ``members``.
+    """
+    position = np.full(permutation.shape[1], -1)
+    position[members] = np.arange(members.size)
+    partner = permutation[:, members]
+    outside = position[partner] < 0
+    while outside.any():
+        b, i = np.nonzero(outside)
+        partner[b, i] = permutation[b, partner[b, i]]
+        outside[b, i] = position[partner[b, i]] < 0
+    return position[partner]
 
 
 def _non_degenerate(values: np.ndarray, residual_ss: np.ndarray) -> np.ndarray:
