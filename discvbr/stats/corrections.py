@@ -18,7 +18,7 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 
-__all__ = ["CORRECTIONS", "adjust_pvalues"]
+__all__ = ["CORRECTIONS", "adjust_pvalues", "adjust_all"]
 
 #: Corrections computed from p-values alone, by name.
 CORRECTIONS: tuple[str, ...] = ("bonferroni", "holm", "fdr_bh")
@@ -50,25 +50,47 @@ def adjust_pvalues(p: np.ndarray, *, method: str) -> tuple[np.ndarray, int]:
     """
     if method not in CORRECTIONS:
         raise DiscVBRError(f"unknown correction {method!r}; choose one of {', '.join(CORRECTIONS)}")
+    adjusted, n_tests = adjust_all(p, methods=(method,))
+    return adjusted[method], n_tests
+
+
+def adjust_all(p: np.ndarray, *, methods: tuple[str, ...] = CORRECTIONS) -> tuple[dict[str, np.ndarray], int]:
+    """Several corrections of the same p-values at once (one sort); see :func:`adjust_pvalues`.
+
+    Returns
+    -------
+    adjusted : dict of str to ndarray
+        Adjusted p-values per method.
+    n_tests : int
+        Number of finite p-values.
+    """
+    unknown = [m for m in methods if m not in CORRECTIONS]
+    if unknown:
+        raise DiscVBRError(f"unknown correction {unknown[0]!r}; choose one of {', '.join(CORRECTIONS)}")
     p = np.asarray(p, dtype=np.float64)
     finite = np.isfinite(p)
-    values = p[finite]
-    if values.size and (values.min() < 0 or values.max() > 1):
-        raise DiscVBRError(f"p-values must lie in [0, 1]; got values from {values.min():g} to {values.max():g}")
+    every = bool(finite.all())
+    values = p.reshape(-1) if every else p[finite]
     m = values.size
-    out = np.full(p.shape, np.nan)
+    out = {method: np.full(p.shape, np.nan) for method in methods}
     if m == 0:
         return out, 0
-    if method == "bonferroni":
-        adjusted = np.minimum(values * m, 1.0)
-    else:
-        order = np.argsort(values, kind="mergesort")
-        ranked = values[order]
-        if method == "holm":
-            stepped = np.maximum.accumulate(ranked * np.arange(m, 0, -1))
+    if values.min() < 0 or values.max() > 1:
+        raise DiscVBRError(f"p-values must lie in [0, 1]; got values from {values.min():g} to {values.max():g}")
+    order = np.argsort(values) if any(method != "bonferroni" for method in methods) else None
+    for method in methods:
+        if method == "bonferroni":
+            adjusted = np.minimum(values * m, 1.0)
         else:
-            stepped = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
-        adjusted = np.empty(m)
-        adjusted[order] = np.minimum(stepped, 1.0)
-    out[finite] = adjusted
+            ranked = values[order]
+            if method == "holm":
+                stepped = np.maximum.accumulate(ranked * np.arange(m, 0, -1))
+            else:
+                stepped = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+            adjusted = np.empty(m)
+            adjusted[order] = np.minimum(stepped, 1.0)
+        if every:
+            out[method] = adjusted.reshape(p.shape)
+        else:
+            out[method][finite] = adjusted
     return out, m

@@ -104,10 +104,6 @@ def prepare_maps(
     if arr.ndim < 2:
         raise DiscVBRError(f"{what}: expected an array (subjects, voxels) or (subjects, *spatial), got shape {arr.shape}")
     n = arr.shape[0]
-    if np.isinf(arr).any():
-        row = int(np.nonzero(np.isinf(arr).reshape(n, -1).any(axis=1))[0][0])
-        who = subjects[row] if subjects is not None else f"row {row}"
-        raise DiscVBRError(f"{what}: infinite value in the map of subject {who}; mark invalid fits as NaN")
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype != bool:
@@ -131,22 +127,37 @@ def prepare_maps(
         if mask is not None and mask.shape != arr.shape[1:]:
             raise DiscVBRError(f"{what}: mask of shape {mask.shape} does not fit maps of spatial shape {arr.shape[1:]}")
         placed = np.arange(flat.shape[1]) if mask is None else np.flatnonzero(mask.reshape(-1))
-        flat = flat[:, placed]
+        if mask is not None:
+            flat = flat[:, placed]
     finite = np.isfinite(flat)
+    if finite.all():
+        # The usual case: one copy, so that later changes to the caller's array do not
+        # reach the results' models.
+        values = np.array(flat, dtype=np.float64, order="C")
+        region = Region(shape, placed.astype(np.int64), spatial)
+        _refuse_constant_voxels(values, region, what, finite=None)
+        return values, region
+    if np.isinf(flat).any():
+        row = int(np.nonzero(np.isinf(flat).any(axis=1))[0][0])
+        who = subjects[row] if subjects is not None else f"row {row}"
+        raise DiscVBRError(f"{what}: infinite value in the map of subject {who}; mark invalid fits as NaN")
     keep = finite.any(axis=0)
     if not keep.any():
         raise DiscVBRError(f"{what}: no voxel has a finite value in any subject" + (" inside the mask" if mask is not None else ""))
     values = np.ascontiguousarray(flat[:, keep])
     region = Region(shape, placed[keep].astype(np.int64), spatial)
-    _refuse_constant_voxels(values, region, what)
+    _refuse_constant_voxels(values, region, what, finite=finite[:, keep])
     return values, region
 
 
-def _refuse_constant_voxels(values: np.ndarray, region: Region, what: str) -> None:
-    with np.errstate(invalid="ignore"):
-        high = np.nanmax(values, axis=0)
-        low = np.nanmin(values, axis=0)
-    count = np.isfinite(values).sum(axis=0)
+def _refuse_constant_voxels(values: np.ndarray, region: Region, what: str, *, finite: np.ndarray | None) -> None:
+    if finite is None:  # every value finite
+        high, low = values.max(axis=0), values.min(axis=0)
+        count = np.full(values.shape[1], values.shape[0])
+    else:
+        high = np.where(finite, values, -np.inf).max(axis=0)
+        low = np.where(finite, values, np.inf).min(axis=0)
+        count = finite.sum(axis=0)
     constant = (high == low) & (count >= 2)
     if constant.any():
         first = int(np.flatnonzero(constant)[0])

@@ -45,10 +45,73 @@ _RANK_TOLERANCE = 1e-8
 _GATHER_BLOCK = 1 << 22
 
 
-def t_to_p(t: np.ndarray, df: np.ndarray) -> np.ndarray:
-    """Two-sided p-value of Student t statistics (NaN where ``t`` or ``df`` is NaN)."""
+def t_to_p(t: np.ndarray, df: np.ndarray | float) -> np.ndarray:
+    """Two-sided p-value ``2 P(T_df > |t|)`` of Student t statistics (NaN where ``t`` or ``df`` is NaN).
+
+    Integer degrees of freedom up to 120 use the closed-form finite series of the
+    t distribution (Abramowitz & Stegun 26.7.3-4), an order of magnitude faster than
+    ``scipy.special.stdtr``; p-values below 1e-4, where ``1 - A`` would lose relative
+    precision, and other degrees of freedom use ``stdtr``. Agrees with scipy to
+    about 1e-15 absolute.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    df = np.broadcast_to(np.asarray(df, dtype=np.float64), t.shape)
+    flat_t, flat_df = t.reshape(-1), df.reshape(-1)
     with np.errstate(invalid="ignore"):
-        return 2.0 * special.stdtr(df, -np.abs(t))
+        defined = np.isfinite(flat_t) & (flat_df > 0) & np.isfinite(flat_df)
+    if defined.all():
+        values, dfs = flat_t, flat_df
+    else:
+        values, dfs = flat_t[defined], flat_df[defined]
+    out = np.empty(values.size)
+    if values.size:
+        low, high = dfs.min(), dfs.max()
+        levels = [low] if low == high else np.unique(dfs)
+        done = np.zeros(values.size, bool)
+        for level in levels:
+            if level != round(level) or level > _SERIES_MAX_DF:
+                continue
+            chosen = slice(None) if len(levels) == 1 else dfs == level
+            out[chosen] = _series_p(values[chosen], int(level))
+            done[chosen] = True
+        refine = ~done
+        refine |= out < _SERIES_REFINE_BELOW
+        out[refine] = 2.0 * special.stdtr(dfs[refine], -np.abs(values[refine]))
+    p = np.full(flat_t.size, np.nan)
+    p[defined] = out
+    with np.errstate(invalid="ignore"):
+        p[np.isinf(flat_t) & (flat_df > 0)] = 0.0
+    return p.reshape(t.shape)
+
+
+_SERIES_MAX_DF = 120
+_SERIES_REFINE_BELOW = 1e-4
+
+
+def _series_p(t: np.ndarray, nu: int) -> np.ndarray:
+    """``1 - A(t | nu)`` from the finite series of the t distribution for integer ``nu``."""
+    t2 = t * t
+    c2 = nu / (nu + t2)  # cos^2 of theta = arctan(|t| / sqrt(nu))
+    if nu % 2 == 0:
+        coefficients = np.cumprod(np.r_[1.0, (2.0 * np.arange(1, nu // 2) - 1) / (2.0 * np.arange(1, nu // 2))])
+        total = np.full(t.shape, coefficients[-1])
+        for a in coefficients[-2::-1]:
+            total *= c2
+            total += a
+        inside = np.sqrt(t2 / (nu + t2)) * total
+    else:
+        theta = np.arctan(np.abs(t) / np.sqrt(nu))
+        inside = theta
+        if nu > 1:
+            coefficients = np.cumprod(np.r_[1.0, 2.0 * np.arange(1, (nu - 1) // 2) / (2.0 * np.arange(1, (nu - 1) // 2) + 1)])
+            total = np.full(t.shape, coefficients[-1])
+            for b in coefficients[-2::-1]:
+                total *= c2
+                total += b
+            inside = theta + np.sqrt(t2 * nu) / (nu + t2) * total
+        inside = inside * (2.0 / np.pi)
+    p = 1.0 - inside
+    return np.maximum(p, 0.0, out=p)
 
 
 def missingness_patterns(valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -97,12 +160,20 @@ def _rank_columns(a: np.ndarray) -> np.ndarray:
 class _CorrelationGroup:
     rows: np.ndarray  # subject rows of this missingness pattern
     cols: np.ndarray  # voxel columns (only those with a defined statistic)
-    residuals: np.ndarray  # (m, Vg) response residuals on [1, covariates]
-    x_residuals: np.ndarray  # (m,) or (m, Vg) tested-variable residuals
-    covariate_basis: np.ndarray  # (m, k) orthonormal covariate directions (intercept dropped)
+    values: np.ndarray  # (m, Vg) response values (ranks for Spearman)
+    x_residuals: np.ndarray  # (m,) or (m, Vg) tested-variable residuals on [1, covariates]
+    basis: np.ndarray  # (m, k + 1) orthonormal basis of [1, covariates]
     sxx: np.ndarray  # scalar or (Vg,)
     syy: np.ndarray  # (Vg,)
     df: int
+    _residuals: np.ndarray | None = None
+
+    @property
+    def residuals(self) -> np.ndarray:
+        """Response residuals on [1, covariates] (computed on first use, for permutations)."""
+        if self._residuals is None:
+            self._residuals = self.values - self.basis @ (self.basis.T @ self.values)
+        return self._residuals
 
 
 class CorrelationModel:
@@ -142,16 +213,20 @@ class CorrelationModel:
         k = covariates.shape[1]
         self.n_subjects, self.n_voxels, self.n_covariates = n, n_vox, k
         self.voxelwise_x = x.ndim == 2
-        valid = np.isfinite(y) & (np.isfinite(x) if self.voxelwise_x else True)
+        valid = np.isfinite(y)
+        if self.voxelwise_x:
+            valid &= np.isfinite(x)
+        complete = bool(valid.all())
         r = np.full(n_vox, np.nan)
         df = np.full(n_vox, np.nan)
-        count = valid.sum(axis=0).astype(float)
+        count = np.full(n_vox, float(n)) if complete else np.count_nonzero(valid, axis=0).astype(float)
         self.groups: list[_CorrelationGroup] = []
-        for rows, cols in missingness_patterns(valid):
+        patterns = [(np.arange(n), np.arange(n_vox))] if complete else missingness_patterns(valid)
+        for rows, cols in patterns:
             m = rows.size
             if m < k + 3:
                 continue
-            yg = y[np.ix_(rows, cols)]
+            yg = y if m == n and cols.size == n_vox else y[np.ix_(rows, cols)]
             xg = x[np.ix_(rows, cols)] if self.voxelwise_x else x[rows]
             zg = covariates[rows]
             if method == "spearman":
@@ -160,32 +235,36 @@ class CorrelationModel:
             q = _standardised_design(zg)
             if q is None:  # a covariate is constant or collinear on these subjects
                 continue
-            e = yg - q @ (q.T @ yg)
             xr = xg - q @ (q.T @ xg)
-            syy = np.einsum("ij,ij->j", e, e)
-            sxx = np.einsum("ij,ij->j", xr, xr) if self.voxelwise_x else float(xr @ xr)
-            ok = _non_degenerate(yg, syy)
             if self.voxelwise_x:
-                ok &= _non_degenerate(xg, sxx)
-            elif not _non_degenerate(xg[:, None], np.array([sxx]))[0]:
-                continue
+                e = yg - q @ (q.T @ yg)
+                syy = np.einsum("ij,ij->j", e, e)
+                sxx = np.einsum("ij,ij->j", xr, xr)
+                ok = _non_degenerate(yg, syy) & _non_degenerate(xg, sxx)
+                sxy = np.einsum("ij,ij->j", e, xr)
+            else:
+                sxx = float(xr @ xr)
+                if not _non_degenerate(xg[:, None], np.array([sxx]))[0]:
+                    continue
+                syy, sxy, ok = _projected_sums(yg, q, xr)
             if not ok.any():
                 continue
-            sxy = np.einsum("ij,ij->j", e, xr) if self.voxelwise_x else xr @ e
             with np.errstate(invalid="ignore", divide="ignore"):
                 rg = np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0)
             r[cols[ok]] = rg[ok]
             df[cols[ok]] = m - 2 - k
+            every = ok.all()
             self.groups.append(
                 _CorrelationGroup(
                     rows=rows,
-                    cols=cols[ok],
-                    residuals=np.ascontiguousarray(e[:, ok]),
-                    x_residuals=np.ascontiguousarray(xr[:, ok]) if self.voxelwise_x else xr,
-                    covariate_basis=np.ascontiguousarray(q[:, 1:]),
-                    sxx=sxx[ok] if self.voxelwise_x else sxx,
-                    syy=syy[ok],
+                    cols=cols if every else cols[ok],
+                    values=yg if every else yg[:, ok],
+                    x_residuals=(xr if every else xr[:, ok]) if self.voxelwise_x else xr,
+                    basis=q,
+                    sxx=(sxx if every else sxx[ok]) if self.voxelwise_x else sxx,
+                    syy=syy if every else syy[ok],
                     df=m - 2 - k,
+                    _residuals=(e if every else e[:, ok]) if self.voxelwise_x else None,
                 )
             )
         t = _r_to_t(r, df)
@@ -214,7 +293,7 @@ class CorrelationModel:
             # rank[b, j]: where subject j's residual lands; sum_i e[local_i] w_i = sum_j e_j w[rank_j]
             rank = np.empty_like(local)
             np.put_along_axis(rank, local, np.arange(local.shape[1])[None, :], axis=1)
-            basis = g.covariate_basis[rank]  # (B, m, k)
+            basis = g.basis[:, 1:][rank]  # (B, m, k): the intercept direction is orthogonal to residuals
             k = basis.shape[2]
             if self.voxelwise_x:
                 num = _gathered_products(g.x_residuals, rank, g.residuals)
@@ -264,6 +343,35 @@ def _spliced(permutation: np.ndarray, members: np.ndarray) -> np.ndarray:
         partner[b, i] = permutation[b, partner[b, i]]
         outside[b, i] = position[partner[b, i]] < 0
     return position[partner]
+
+
+def _projected_sums(values: np.ndarray, basis: np.ndarray, x_residuals: np.ndarray):
+    """Residual sum of squares and cross-product with ``x_residuals`` from one matrix product.
+
+    With Q orthonormal, ``|e|^2 = |y|^2 - |Q^T y|^2``, and ``x_residuals`` (orthogonal to
+    Q) gives ``x_r . e = x_r . y``. Where the subtraction would cancel more than 4 of
+    the 16 digits (residual spread under 1% of the values' magnitude, constant voxels)
+    the residuals are formed explicitly instead.
+
+    Returns
+    -------
+    syy, sxy : ndarray (V,)
+    ok : ndarray of bool (V,)
+        Voxels with a defined correlation.
+    """
+    projections = np.concatenate([basis, x_residuals[:, None]], axis=1).T @ values
+    total = np.einsum("ij,ij->j", values, values)
+    syy = total - np.einsum("ij,ij->j", projections[:-1], projections[:-1])
+    sxy = projections[-1]
+    ok = syy > 1e-4 * total
+    exact = np.flatnonzero(~ok)
+    if exact.size:
+        subset = values[:, exact]
+        residuals = subset - basis @ (basis.T @ subset)
+        syy[exact] = np.einsum("ij,ij->j", residuals, residuals)
+        sxy[exact] = x_residuals @ residuals
+        ok[exact] = _non_degenerate(subset, syy[exact])
+    return syy, sxy, ok
 
 
 def _non_degenerate(values: np.ndarray, residual_ss: np.ndarray) -> np.ndarray:

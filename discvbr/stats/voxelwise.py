@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from discvbr.errors import DiscVBRError
-from discvbr.stats.corrections import CORRECTIONS, adjust_pvalues
+from discvbr.stats.corrections import CORRECTIONS, adjust_all
 from discvbr.stats.inputs import Region, align_subjects, numeric_variables, prepare_maps
 from discvbr.stats.models import CorrelationModel, PairedModel, TwoGroupModel
 from discvbr.stats.results import VoxelResult
@@ -115,7 +115,7 @@ def voxel_by_variable(
     x = coded[variable].to_numpy()[keep]
     z = coded[covariates].to_numpy()[keep] if k else np.empty((int(keep.sum()), 0))
     _check_design(x, z, variable, covariates, "voxel_by_variable")
-    model = CorrelationModel(values[keep], x, z, method=method)
+    model = CorrelationModel(values if keep.all() else values[keep], x, z, method=method)
     kind = ("partial " if k else "") + ("Spearman" if method == "spearman" else "Pearson")
     description = f"{kind} correlation of {map_name} with {variable}" + (
         f" adjusting for {', '.join(covariates)}" if k else ""
@@ -201,7 +201,7 @@ def voxel_by_group(
                 f"voxel_by_group: group {label} has {int(members.sum())} subject(s) ({who}); a t-test needs at least "
                 "2 per group"
             )
-    model = TwoGroupModel(values[keep], in_b, equal_var=equal_var)
+    model = TwoGroupModel(values if keep.all() else values[keep], in_b, equal_var=equal_var)
     test = "Student" if equal_var else "Welch"
     description = f"{test} t-test of {map_name}, {names[1]} against {names[0]}"
     parameters = {
@@ -384,9 +384,10 @@ def _level_name(value) -> str:
 
 def _result(analysis, description, model, region, ids, keep, excluded, parameters) -> VoxelResult:
     values = dict(model.observed)
+    adjusted, n_tested = adjust_all(values["p"], methods=CORRECTIONS)
     n_tests = {}
     for method in CORRECTIONS:
-        values[f"p_{method}"], n_tests[method] = adjust_pvalues(values["p"], method=method)
+        values[f"p_{method}"], n_tests[method] = adjusted[method], n_tested
     return VoxelResult(
         analysis=analysis,
         description=description,
