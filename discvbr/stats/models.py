@@ -286,7 +286,8 @@ class CorrelationModel:
             NaN where the statistic is undefined.
         """
         n_perm = keys.shape[0]
-        out = np.full((n_perm, self.n_voxels), np.nan)
+        whole = len(self.groups) == 1 and self.groups[0].cols.size == self.n_voxels
+        out = None if whole else np.full((n_perm, self.n_voxels), np.nan)
         permutation = np.argsort(keys, axis=1)
         for g in self.groups:
             local = _spliced(permutation, g.rows)
@@ -297,18 +298,27 @@ class CorrelationModel:
             k = basis.shape[2]
             if self.voxelwise_x:
                 num = _gathered_products(g.x_residuals, rank, g.residuals)
-                projections = (
-                    np.einsum("bmk,mv->kbv", basis, g.residuals) if k else np.zeros((0, n_perm, g.cols.size))
-                )
+                projections = np.einsum("bmk,mv->kbv", basis, g.residuals)
             else:
                 rows = np.concatenate([g.x_residuals[rank][None], np.moveaxis(basis, 2, 0)], axis=0)
-                products = rows.reshape((k + 1) * n_perm, -1) @ g.residuals
-                products = products.reshape(k + 1, n_perm, -1)
+                products = (rows.reshape((k + 1) * n_perm, -1) @ g.residuals).reshape(k + 1, n_perm, -1)
                 num, projections = products[0], products[1:]
-            syy = g.syy - np.einsum("kbv,kbv->bv", projections, projections) if k else g.syy
+            # In place on (B, V) arrays: r = num / sqrt(sxx (syy - |Q_c^T y*|^2)), then t.
+            denominator = np.einsum("kbv,kbv->bv", projections, projections) if k else np.zeros_like(num)
+            np.subtract(g.syy, denominator, out=denominator)
+            denominator *= g.sxx
+            np.sqrt(denominator, out=denominator)
             with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.clip(num / np.sqrt(g.sxx * syy), -1.0, 1.0)
-            out[:, g.cols] = _r_to_t(r, g.df)
+                np.divide(num, denominator, out=num)
+                np.clip(num, -1.0, 1.0, out=num)
+                np.multiply(num, num, out=denominator)
+                np.subtract(1.0, denominator, out=denominator)
+                np.divide(g.df, denominator, out=denominator)
+                np.sqrt(denominator, out=denominator)
+                num *= denominator
+            if whole:
+                return num
+            out[:, g.cols] = num
         return out
 
 
