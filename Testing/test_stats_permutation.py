@@ -256,3 +256,19 @@ def test_spatial_inference_needs_a_grid_and_options_are_checked():
         permutation_inference(result, n_permutations=0)
     with pytest.raises(DiscVBRError, match="cluster_threshold is a p-value"):
         permutation_inference(voxel_by_variable(maps, table, variable="odi"), n_permutations=5, cluster_threshold=2.0)
+
+
+def test_induced_permutations_splice_out_missing_subjects_and_stay_uniform():
+    from discvbr.stats.models import induced_permutation
+
+    rng = np.random.default_rng(0)
+    keys = rng.random((300, 9))
+    members = np.array([0, 2, 3, 5, 8])
+    induced = induced_permutation(np.argsort(keys, axis=1), members)
+    for b in range(keys.shape[0]):
+        np.testing.assert_array_equal(induced[b], _induced(keys[b], members))
+    # Uniform on the subset: 24,000 draws over the 6 permutations of 3 of 4 subjects, chi-square test.
+    keys = rng.random((24_000, 4))
+    induced = induced_permutation(np.argsort(keys, axis=1), np.array([0, 1, 3]))
+    counts = np.unique(induced @ np.array([9, 3, 1]), return_counts=True)[1]
+    assert counts.size == 6 and stats.chisquare(counts).pvalue > 0.001

@@ -31,6 +31,7 @@ __all__ = [
     "CorrelationModel",
     "TwoGroupModel",
     "PairedModel",
+    "induced_permutation",
     "missingness_patterns",
     "t_to_p",
 ]
@@ -290,7 +291,7 @@ class CorrelationModel:
         out = None if whole else np.full((n_perm, self.n_voxels), np.nan)
         permutation = np.argsort(keys, axis=1)
         for g in self.groups:
-            local = _spliced(permutation, g.rows)
+            local = induced_permutation(permutation, g.rows)
             # rank[b, j]: where subject j's residual lands; sum_i e[local_i] w_i = sum_j e_j w[rank_j]
             rank = np.empty_like(local)
             np.put_along_axis(rank, local, np.arange(local.shape[1])[None, :], axis=1)
@@ -322,7 +323,7 @@ class CorrelationModel:
         return out
 
 
-def _spliced(permutation: np.ndarray, members: np.ndarray) -> np.ndarray:
+def induced_permutation(permutation: np.ndarray, members: np.ndarray) -> np.ndarray:
     """The permutations of a subset of subjects induced by permutations of all of them.
 
     Each member's partner is followed along its cycle until it is a member again

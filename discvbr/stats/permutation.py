@@ -8,11 +8,13 @@ p-value is the share of permutations whose maximum reaches its value, counting t
 data themselves once (Phipson & Smyth 2010): ``p = (1 + #{max_b >= x}) / (1 + B)``.
 
 Permutations are drawn per subject: each subject id gets one uniform key per
-permutation from a generator seeded by ``(seed, id)``, and a permutation is the order
-of the keys. The same seed therefore relabels whole subjects the same way in every
-analysis of a study, which is what makes the joint correction over the five discs
-(:func:`joint_inference`) valid: its null distribution is, permutation by
-permutation, the maximum over the discs.
+permutation from a generator seeded by ``(seed, id)``; a permutation of the subjects of
+the maps is the order of their keys, and an analysis that left some subjects out uses
+the permutation this induces on its own (the others spliced out of the cycles); a sign
+flip is ``key < 0.5``. The same seed therefore relabels whole subjects the same way in
+every analysis of a study, which is what makes the joint correction over the five discs
+(:func:`joint_inference`) valid: its null distribution is, permutation by permutation,
+the maximum over the discs.
 
 References
 ----------
@@ -38,6 +40,7 @@ from scipy import special
 
 from discvbr.errors import DiscVBRError
 from discvbr.stats.corrections import CORRECTIONS, adjust_pvalues
+from discvbr.stats.models import induced_permutation
 from discvbr.stats.results import VoxelResult
 from discvbr.stats.spatial import (
     TFCE_E,
@@ -181,7 +184,7 @@ def permutation_inference(
     if cluster_threshold is not None:
         threshold = special.stdtrit(result.values["df"][tested], 1.0 - cluster_threshold / 2.0)
 
-    keys = subject_keys(result.subjects, n_permutations, seed=seed)
+    keys = _model_keys(result, n_permutations, seed)
     null_t = np.empty(n_permutations)
     null_mass = np.empty(n_permutations) if threshold is not None else None
     null_tfce = np.empty(n_permutations) if tfce else None
@@ -323,6 +326,22 @@ def joint_inference(results: Mapping[str, VoxelResult]) -> dict[str, VoxelResult
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _model_keys(result: VoxelResult, n_permutations: int, seed: int) -> np.ndarray:
+    """Keys of the analysis's subjects: sign-flip keys as drawn, or keys ordering the permutation
+    that the permutation of every subject of the maps induces on them (others spliced out of its
+    cycles), so that analyses of one stack with different exclusions permute alike."""
+    position = {s: i for i, s in enumerate(result.all_subjects)}
+    members = np.array([position[s] for s in result.subjects])
+    keys = subject_keys(result.all_subjects, n_permutations, seed=seed)
+    if result.analysis == "voxel_by_time":
+        return keys[:, members]
+    induced = induced_permutation(np.argsort(keys, axis=1), members)
+    ordered = np.empty(induced.shape)
+    np.put_along_axis(ordered, induced, (np.arange(members.size) / members.size)[None, :], axis=1)
+    return ordered
+
 
 
 def _rows_in_threads(pool, n_jobs, function, stats):

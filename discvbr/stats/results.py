@@ -66,6 +66,9 @@ class VoxelResult:
         Grid shape and the analysed voxels.
     subjects : tuple of str
         Subjects that entered the analysis (rows of the model).
+    all_subjects : tuple of str
+        Every subject of the maps, in row order: permutations relabel these and the
+        analysis takes the permutation they induce on its own subjects.
     excluded : dict of str to str
         Subjects left out, with the reason (a variable they miss).
     parameters : dict
@@ -86,6 +89,7 @@ class VoxelResult:
     values: dict[str, np.ndarray]
     region: Region
     subjects: tuple[str, ...]
+    all_subjects: tuple[str, ...]
     excluded: dict[str, str]
     parameters: dict[str, Any]
     n_tests: dict[str, int] = field(default_factory=dict)

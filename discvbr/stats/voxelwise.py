@@ -394,6 +394,7 @@ def _result(analysis, description, model, region, ids, keep, excluded, parameter
         values=values,
         region=region,
         subjects=tuple(s for s, k in zip(ids, keep) if k),
+        all_subjects=tuple(ids),
         excluded=excluded,
         parameters=parameters,
         n_tests=n_tests,
