@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from discvbr import DiscVBRError
 from discvbr.cli import main
@@ -114,6 +114,13 @@ def test_group_and_time_studies_run_on_every_disc(study_data):
     time = analyze_discs("voxel_by_time", maps, second_maps=followup, labels=labels, n_permutations=100)
     found = time.significant("fwe_voxel_joint")
     assert found[planted].mean() > 0.9 and not found[~planted].any()
+    inside = labels == 2
+    both = np.isfinite(maps) & np.isfinite(followup)
+    base_mean = np.nanmean(np.where(both, maps, np.nan)[:, inside], axis=1)
+    follow_mean = np.nanmean(np.where(both, followup, np.nan)[:, inside], axis=1)
+    reference = stats.ttest_rel(follow_mean, base_mean)
+    assert time.roi_table().loc["L4L5", "t"] == pytest.approx(reference.statistic, abs=1e-10)
+    assert time.roi_table().loc["L4L5", "p"] == pytest.approx(reference.pvalue, abs=1e-10)
 
 
 def test_bad_study_options_are_refused(study_data):

@@ -74,10 +74,11 @@ def prepare_maps(
     maps : array_like, shape (n_subjects, *spatial) or (n_subjects, n_voxels)
         One map per subject; NaN outside the disc and for invalid fits.
     mask : array_like of bool, optional
-        With image-shaped ``maps``: restrict the analysis to these voxels (one disc).
-        With ``(n_subjects, n_voxels)`` maps: a spatial mask with ``n_voxels`` True
-        voxels that places the columns on a grid (C order), enabling cluster and TFCE
-        inference. Without it, 2D ``maps`` are an unstructured list of voxels.
+        Of the maps' spatial shape: restrict the analysis to these voxels (one disc).
+        Of another shape, with ``(n_subjects, n_voxels)`` maps: a grid mask with
+        ``n_voxels`` True voxels that places the columns on the grid (C order), which
+        enables cluster and TFCE inference. ``(n_subjects, n_voxels)`` maps without such
+        a mask are an unstructured list of voxels.
     what : str
         Name of the stack in error messages.
     subjects : sequence of str, optional

@@ -149,8 +149,13 @@ def permutation_inference(
     -------
     VoxelResult
         The input with ``p_fwe_voxel`` and, as requested, ``tfce``, ``p_fwe_tfce``,
-        ``cluster``, ``p_fwe_cluster``; ``null`` holds the per-permutation maxima;
-        ``clusters`` and ``peaks`` tables (voxel indices on the region grid).
+        ``cluster``, ``p_fwe_cluster``; ``null`` holds the per-permutation maxima.
+        ``clusters``: one row per cluster (id, sign, size in voxels, mass, corrected p,
+        peak t, p and max-T p, the peak's and the centre's voxel indices
+        ``peak_index_<axis>``, ``centre_index_<axis>``), by decreasing mass. ``peaks``:
+        local maxima of ``|t|`` (at least every neighbour) with uncorrected p below the
+        cluster-forming threshold (0.001 without clusters), by decreasing ``|t|``, with
+        their corrected p-values, cluster id and voxel indices ``index_<axis>``.
 
     Raises
     ------

@@ -79,7 +79,8 @@ def roi_analysis(
         The maps (for ``voxel_by_voxel`` the first stack, for ``voxel_by_time`` the
         baseline).
     second_maps : array_like, optional
-        ``voxel_by_voxel``: the second stack; ``voxel_by_time``: the follow-up.
+        ``voxel_by_voxel``: the second stack; ``voxel_by_time``: the follow-up. Both
+        means of a subject are then taken over the voxels it has in both stacks.
     variables : DataFrame, optional
         Subject variables indexed by subject id.
     mask : array_like of bool, optional
@@ -95,15 +96,21 @@ def roi_analysis(
     if analysis not in ANALYSES:
         raise DiscVBRError(f"unknown analysis {analysis!r}; choose one of {', '.join(ANALYSES)}")
     function = ANALYSES[analysis]
-    first = roi_means(maps, mask=mask)[:, None]
     if analysis in ("voxel_by_voxel", "voxel_by_time"):
         if second_maps is None:
             raise DiscVBRError(f"{analysis} needs a second stack of maps")
-        second = roi_means(second_maps, mask=mask)[:, None]
+        a = np.asarray(maps, dtype=np.float64)
+        b = np.asarray(second_maps, dtype=np.float64)
+        if a.shape != b.shape:
+            raise DiscVBRError(f"the two stacks of maps differ in shape: {a.shape} and {b.shape}")
+        # Both means of a subject over the same voxels: those it has in both stacks.
+        both = np.isfinite(a) & np.isfinite(b)
+        first = roi_means(np.where(both, a, np.nan), mask=mask)[:, None]
+        second = roi_means(np.where(both, b, np.nan), mask=mask)[:, None]
         if analysis == "voxel_by_voxel":
             return function(first, second, variables, **options)
         return function(first, second, **options)
-    return function(first, variables, **options)
+    return function(roi_means(maps, mask=mask)[:, None], variables, **options)
 
 
 def roi_table(results: Mapping[str, VoxelResult]) -> pd.DataFrame:
