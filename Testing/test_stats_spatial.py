@@ -128,3 +128,14 @@ def test_neighbours_and_peaks():
     np.testing.assert_array_equal(peaks, [False, False, True, False])
     with pytest.raises(DiscVBRError, match="connectivity must be 1..2"):
         neighbour_table((3, 3), np.arange(9), connectivity=3)
+
+
+def test_infinite_statistics_count_as_the_limit():
+    from discvbr.stats.spatial import STATISTIC_LIMIT
+
+    stat = _smooth_map((8, 9), seed=2)
+    stat[4, 4] = np.inf
+    capped = stat.copy()
+    capped[4, 4] = STATISTIC_LIMIT
+    np.testing.assert_array_equal(tfce(stat), tfce(capped))
+    assert np.isfinite(tfce(stat)).all()

@@ -179,7 +179,7 @@ def permutation_inference(
         raise DiscVBRError(f"cluster_threshold is a p-value in (0, 1), got {cluster_threshold}")
 
     t_obs = result.values["t"]
-    tested = np.flatnonzero(np.isfinite(t_obs))
+    tested = np.flatnonzero(~np.isnan(t_obs))
     if tested.size == 0:
         raise DiscVBRError(f"{result.description}: no voxel has a defined test; nothing to permute")
     neighbours = None

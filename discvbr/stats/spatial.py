@@ -47,6 +47,16 @@ __all__ = [
 
 TFCE_E = 0.5
 TFCE_H = 2.0
+_MAX_TFCE_STEPS = 1_000_000
+# Statistics enter clusters and TFCE clipped to +-1000: only a (near-)perfect fit reaches
+# that, and larger values would swamp the precision of TFCE's running sums.
+STATISTIC_LIMIT = 1000.0
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """NaN -> 0 (in no cluster), values clipped to +-STATISTIC_LIMIT, as float64."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    return np.clip(values, -STATISTIC_LIMIT, STATISTIC_LIMIT, out=values)
 
 
 def neighbour_table(shape: tuple[int, ...], indices: np.ndarray, *, connectivity: int = 1) -> np.ndarray:
@@ -92,6 +102,11 @@ def step_table(max_value: float, dh: float | None, exponent_h: float) -> np.ndar
         return np.empty(0)
     if not dh > 0:
         raise DiscVBRError(f"TFCE step dh must be positive, got {dh}")
+    if not max_value / dh <= _MAX_TFCE_STEPS:
+        raise DiscVBRError(
+            f"TFCE step dh = {dh:g} gives more than {_MAX_TFCE_STEPS} steps up to |t| = {max_value:g}; "
+            "use a larger step or the exact integral (dh=None)"
+        )
     n_max = int(np.floor(max_value / dh)) + 2
     heights = np.arange(1, n_max + 1) * dh
     return np.concatenate([[0.0], np.cumsum(heights**exponent_h * dh)])
@@ -110,7 +125,8 @@ def tfce_values(
     Parameters
     ----------
     values : ndarray, shape (V,)
-        Statistic per voxel; NaN counts as 0 (not in any cluster).
+        Statistic per voxel; NaN counts as 0 (not in any cluster); values beyond
+        +-1000 (only a near-perfect fit reaches them) count as +-1000.
     neighbours : ndarray of int64, shape (V, K)
         From :func:`neighbour_table`.
     e, h : float
@@ -124,7 +140,7 @@ def tfce_values(
     ndarray of float64, shape (V,)
         TFCE of the positive part, minus TFCE of the negative part.
     """
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    values = _finite(values)
     table = step_table(float(np.abs(values).max(initial=0.0)), dh, h)
     out = np.zeros(values.size)
     _tfce_signed(values, np.argsort(values), neighbours, float(e), float(h), float(dh or 0.0), table, out)
@@ -154,7 +170,7 @@ def tfce(
         Signed TFCE, NaN where ``stat_map`` is NaN.
     """
     stat_map = np.asarray(stat_map, dtype=np.float64)
-    inside = np.flatnonzero(np.isfinite(stat_map).reshape(-1))
+    inside = np.flatnonzero(~np.isnan(stat_map).reshape(-1))
     neighbours = neighbour_table(stat_map.shape, inside, connectivity=connectivity)
     out = np.full(stat_map.size, np.nan)
     out[inside] = tfce_values(stat_map.reshape(-1)[inside], neighbours, e=e, h=h, dh=dh)
@@ -179,7 +195,7 @@ def cluster_ids(values: np.ndarray, threshold: np.ndarray | float, neighbours: n
         0 outside clusters; positive clusters numbered 1, 2, ... and negative ones -1,
         -2, ..., each in order of decreasing cluster mass ``sum(|t| - threshold)``.
     """
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    values = _finite(values)
     threshold = np.broadcast_to(np.asarray(threshold, dtype=np.float64), values.shape)
     ids = np.zeros(values.size, dtype=np.int64)
     for sign in (1.0, -1.0):
@@ -219,7 +235,7 @@ def max_tfce_per_row(
     dh: float | None = None,
 ) -> np.ndarray:
     """Largest ``|TFCE|`` of each row of a batch of statistic maps ``(B, V)``."""
-    stats = np.ascontiguousarray(np.nan_to_num(stats, nan=0.0), dtype=np.float64)
+    stats = np.ascontiguousarray(_finite(stats))
     table = step_table(float(np.abs(stats).max(initial=0.0)), dh, h)
     out = np.zeros(stats.shape[0])
     orders = np.argsort(stats, axis=1)
@@ -229,7 +245,7 @@ def max_tfce_per_row(
 
 def max_cluster_mass_per_row(stats: np.ndarray, threshold: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     """Largest cluster mass ``sum(|t| - threshold)`` (either sign) of each row of ``(B, V)``."""
-    stats = np.ascontiguousarray(np.nan_to_num(stats, nan=0.0), dtype=np.float64)
+    stats = np.ascontiguousarray(_finite(stats))
     out = np.zeros(stats.shape[0])
     _cluster_mass_rows(stats, np.ascontiguousarray(threshold, dtype=np.float64), neighbours, out)
     return out
