@@ -164,7 +164,7 @@ def permutation_inference(
         without its model.
     """
     if result.model is None:
-        raise DiscVBRError("this result has no model to permute (was it loaded from files?)")
+        raise DiscVBRError("this result has no statistic model to permute; give a result of discvbr.stats.voxel_by_*")
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise DiscVBRError(f"n_permutations must be a positive integer, got {n_permutations!r}")
     if n_jobs < 1:
