@@ -252,3 +252,10 @@ def test_cli_user_error_is_one_line(study_data, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "6 subject(s) have maps but no row in the variables table: sub00" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+def test_read_variables_keeps_text_ids_from_any_column(tmp_path):
+    table = tmp_path / "clinical.tsv"
+    table.write_text("age\tsubject\todi\n50\t007\t30\n41\t012\t\n")
+    read = read_variables(table)
+    assert list(read.index) == ["007", "012"] and np.isnan(read.loc["012", "odi"]) and read.loc["007", "age"] == 50

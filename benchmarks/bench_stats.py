@@ -4,6 +4,7 @@ Run by hand (not part of the test suite), from the repository root:
 
     python benchmarks/bench_stats.py            # full sizes of issue 6 (about 3 minutes)
     python benchmarks/bench_stats.py --quick    # small sizes, a smoke run
+    python benchmarks/bench_stats.py --json benchmarks/results/stats.json   # also keep the numbers
 
 Each comparison times the baseline and DiscVBR in the same run on the same data and
 prints the ratio, with the machine (CPU, cores, load average, BLAS, versions):

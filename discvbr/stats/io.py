@@ -159,8 +159,8 @@ def read_variables(path: str | os.PathLike, *, session: str | None = None) -> pd
                 f"manifest {path} has several sessions per subject ({', '.join(sorted(set(sessions)))}); choose one"
             )
         return table.droplevel("session")
-    table = pd.read_csv(path, sep=sep, dtype={header.columns[0]: str})
     id_column = header.columns[columns.index("subject")] if "subject" in columns else header.columns[0]
+    table = pd.read_csv(path, sep=sep, dtype={id_column: str})  # ids such as 007 stay text
     table[id_column] = table[id_column].astype(str).str.strip()
     if table[id_column].duplicated().any():
         dup = sorted(set(table[id_column][table[id_column].duplicated()]))
