@@ -41,6 +41,7 @@ def _root(
     """Voxel-based relaxometry of the lumbar intervertebral discs."""
 
 
+from discvbr.cli import fit as _fit  # noqa: E402,F401  (registers `discvbr fit`)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ METHODS: dict[str, str] = {
 
 #: Voxels per mask scan: the mask is turned into voxel indices this many voxels at a time,
 #: so memory stays bounded for any volume.
-_MASK_SCAN = 1 << 22
+_MASK_SCAN = 1 << 20
 
 
 class FitStatus(IntEnum):
@@ -421,8 +421,9 @@ def _selections(mask_flat: np.ndarray | None, n_voxels: int, block_size: int) ->
         return
     pending = np.empty(0, dtype=np.int64)
     for start in range(0, n_voxels, _MASK_SCAN):
-        found = np.flatnonzero(mask_flat[start : start + _MASK_SCAN]) + start
-        pending = np.concatenate([pending, found])
+        found = np.flatnonzero(mask_flat[start : start + _MASK_SCAN])
+        found += start
+        pending = np.concatenate([pending, found]) if pending.size else found
         while pending.size >= block_size:
             yield pending[:block_size]
             pending = pending[block_size:]
