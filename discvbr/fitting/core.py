@@ -348,12 +348,20 @@ _PENDING = 255
 def _screen(y: np.ndarray, floor, min_echoes: int) -> np.ndarray:
     """Status per voxel of a block ``(E, n)`` before fitting (``_PENDING`` = fit it)."""
     status = np.full(y.shape[1], _PENDING, dtype=np.uint8)
-    finite = np.isfinite(y).all(axis=0)
+    # min/max over echoes propagate NaN and carry +-inf: two passes instead of one per test.
+    lowest = y.min(axis=0)
+    highest = y.max(axis=0)
     with np.errstate(invalid="ignore"):
-        negative = (y < 0).any(axis=0)
-        above = (y > floor).sum(axis=0)
-    status[above < min_echoes] = FitStatus.LOW_SIGNAL
-    status[negative] = FitStatus.NEGATIVE_INPUT
+        finite = np.isfinite(lowest) & np.isfinite(highest)
+        doubtful = ~(lowest > floor)  # some echo at or below the floor (or non-finite)
+    if doubtful.any():
+        columns = np.flatnonzero(doubtful)
+        part = y[:, columns]
+        floor_part = floor if np.ndim(floor) == 0 else floor[columns]
+        with np.errstate(invalid="ignore"):
+            above = (part > floor_part).sum(axis=0)
+        status[columns[above < min_echoes]] = FitStatus.LOW_SIGNAL
+        status[columns[lowest[columns] < 0]] = FitStatus.NEGATIVE_INPUT
     status[~finite] = FitStatus.NONFINITE_INPUT
     return status
 

@@ -113,19 +113,21 @@ def loglinear_start(ops, y, axis: TimeAxis, sigma=None):
     -------
     A, rho : arrays, shape (n,)
         Finite start values; ``rho`` clipped to ``[-RHO_LIMIT, RHO_LIMIT]``.
+    sum_squares : array, shape (n,)
+        ``sum y^2`` (a by-product when ``z = y``).
     """
     xp = ops.xp
-    z = y if sigma is None else xp.sqrt(xp.clip(y * y - 2.0 * sigma * sigma, 0.0, None))
+    z = y if sigma is None else xp.sqrt(ops.maximum(y * y - 2.0 * sigma * sigma, 0.0))
     W, Wt, Wtt, Wl, Wtl = ops.loglinear_sums(z, axis.tau)
     slope = (W * Wtl - Wt * Wl) / (W * Wtt - Wt * Wt)
     log_a = (Wl - slope * Wt) / W
     ok = xp.isfinite(slope) & xp.isfinite(log_a)
-    rho = xp.clip(xp.where(ok, -slope, 1.0), -RHO_LIMIT, RHO_LIMIT)
-    amplitude = xp.where(ok, xp.exp(xp.clip(log_a, -80.0, 80.0)), ops.column_mean(y))
-    return amplitude, rho
+    rho = ops.minimum(ops.maximum(xp.where(ok, -slope, 1.0), -RHO_LIMIT), RHO_LIMIT)
+    amplitude = xp.where(ok, xp.exp(ops.minimum(ops.maximum(log_a, -80.0), 80.0)), ops.column_mean(y))
+    return amplitude, rho, (W if sigma is None else ops.column_sum_squares(y))
 
 
-def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, *, sigma=None, xtol: float, max_iter: int):
+def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, sigma=None, xtol: float, max_iter: int):
     """Refine ``(A, rho)`` by Levenberg-Marquardt, all voxels of the block at once.
 
     Each iteration solves the damped 2x2 normal equations in closed form,
@@ -145,6 +147,8 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, *, sigma=None, x
     axis : TimeAxis
     amplitude, rho : arrays, shape (n,)
         Start values (from :func:`loglinear_start`).
+    sum_squares : array, shape (n,)
+        ``sum y^2`` per voxel, the scale of the rounding error of the residual sum of squares.
     sigma : array (n,) or float, optional
         Noise sigma: fit the Rician expected magnitude instead of the exponential itself.
     xtol : float
@@ -172,7 +176,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, *, sigma=None, x
         "Q2": Q2,
         "G0": G0,
         "G1": G1,
-        "Y2": ops.column_sum_squares(y),
+        "Y2": sum_squares,
         "lam": xp.full_like(amplitude, LAMBDA_START),
         "last_ok": ops.bools(amplitude, True),
         "converged": ops.bools(amplitude, False),
@@ -180,11 +184,14 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, *, sigma=None, x
     if per_voxel_sigma:
         work["sigma"] = sigma
     keys_out = ("A", "rho", "rss", "Q", "Q1", "Q2", "converged")
+    keys_trial = ("rss", "Q", "Q1", "Q2", "G0", "G1")
     out = None
     index = ops.arange(amplitude)
+    rounding = ROUNDING_UNITS * eps
 
     for _ in range(max_iter):
         w = work
+        n_work = w["A"].shape[0]
         damping = 1.0 + w["lam"]
         a = w["Q"] * damping
         c = w["Q2"] * damping
@@ -192,39 +199,46 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, *, sigma=None, x
         d_amp = (c * w["G0"] - w["Q1"] * w["G1"]) / det
         d_rho = (w["Q1"] * w["G0"] - a * w["G1"]) / (det * w["A"])
         small = (
-            (xp.abs(d_rho) <= xtol * xp.clip(xp.abs(w["rho"]), RHO_FLOOR, None))
+            (xp.abs(d_rho) <= xtol * ops.maximum(xp.abs(w["rho"]), RHO_FLOOR))
             & (xp.abs(d_amp) <= xtol * xp.abs(w["A"]))
             & w["last_ok"]
         )
-        # The last (tiny, undamped) Gauss-Newton step is taken without evaluating it: from
-        # here convergence is quadratic, so the point after it is exact to the step squared.
-        # (A voxel is ``small`` only once: its ``last_ok`` is False from then on.)
-        w["A"] = xp.where(small, w["A"] + d_amp, w["A"])
-        w["rho"] = xp.where(small, w["rho"] + d_rho, w["rho"])
-        w["converged"] = w["converged"] | small
+        if ops.count(small):
+            # The last (tiny, undamped) Gauss-Newton step is taken without evaluating it:
+            # convergence is quadratic here, so the point after it is exact to the step
+            # squared. (A voxel is ``small`` once: its ``last_ok`` is False from then on.)
+            ops.assign(w["A"], w["A"] + d_amp, small)
+            ops.assign(w["rho"], w["rho"] + d_rho, small)
+            w["converged"] |= small
         active = ~w["converged"]
         n_active = ops.count(active)
         if n_active == 0:
             break
-        if n_active < COMPACT_BELOW * active.shape[0]:
+        if n_active < COMPACT_BELOW * n_work:
             out = _store(ops, out, w, index, keys_out)
-            work = {key: value[active] for key, value in w.items()}
-            y, index = y[:, active], index[active]
-            d_amp, d_rho = d_amp[active], d_rho[active]
-            w = work
-            active = ops.bools(w["A"], True)
+            keep = ops.nonzero(active)
+            work = {key: value[keep] for key, value in w.items()}
+            y, index, d_amp, d_rho = y[:, keep], index[keep], d_amp[keep], d_rho[keep]
+            w, n_work = work, n_active
         trial_amp = w["A"] + d_amp
-        trial_rho = xp.clip(w["rho"] + d_rho, -RHO_LIMIT, RHO_LIMIT)
+        trial_rho = ops.minimum(ops.maximum(w["rho"] + d_rho, -RHO_LIMIT), RHO_LIMIT)
         trial = ops.evaluate(y, axis.tau, trial_amp, trial_rho, w["sigma"] if per_voxel_sigma else sigma)
         # NaN in a trial compares False: rejected like a step that increased the cost.
-        ok = (trial[0] <= w["rss"] + (ROUNDING_UNITS * eps) * xp.sqrt(w["rss"] * w["Y2"])) & active
-        w["A"] = xp.where(ok, trial_amp, w["A"])
-        w["rho"] = xp.where(ok, trial_rho, w["rho"])
-        for key, value in zip(("rss", "Q", "Q1", "Q2", "G0", "G1"), trial):
-            w[key] = xp.where(ok, value, w[key])
-        w["lam"] = xp.where(
-            ok, xp.clip(w["lam"] * LAMBDA_DOWN, LAMBDA_MIN, None), xp.clip(w["lam"] * LAMBDA_UP, None, LAMBDA_MAX)
-        )
+        ok = trial[0] <= w["rss"] + rounding * xp.sqrt(w["rss"] * w["Y2"])
+        if n_active < n_work:
+            ok &= active
+        if ops.count(ok) == n_work:
+            w["A"], w["rho"] = trial_amp, trial_rho
+            w.update(zip(keys_trial, trial))
+            w["lam"] = ops.maximum(w["lam"] * LAMBDA_DOWN, LAMBDA_MIN)
+        else:
+            ops.assign(w["A"], trial_amp, ok)
+            ops.assign(w["rho"], trial_rho, ok)
+            for key, value in zip(keys_trial, trial):
+                ops.assign(w[key], value, ok)
+            w["lam"] = xp.where(
+                ok, ops.maximum(w["lam"] * LAMBDA_DOWN, LAMBDA_MIN), ops.minimum(w["lam"] * LAMBDA_UP, LAMBDA_MAX)
+            )
         w["last_ok"] = ok
     if out is None:
         return {key: work[key] for key in keys_out}
@@ -264,12 +278,14 @@ def fit_block(ops, y, axis: TimeAxis, *, method: str, sigma=None, xtol: float, m
     """
     xp = ops.xp
     rician_sigma = sigma if method == "rician" else None
-    amplitude, rho = loglinear_start(ops, y, axis, rician_sigma)
+    amplitude, rho, sum_squares = loglinear_start(ops, y, axis, rician_sigma)
     if method == "loglinear":
         rss, Q, Q1, Q2, _, _ = ops.evaluate(y, axis.tau, amplitude, rho, None)
         res = {"A": amplitude, "rho": rho, "rss": rss, "Q": Q, "Q1": Q1, "Q2": Q2, "converged": ops.bools(rho, True)}
     else:
-        res = levenberg_marquardt(ops, y, axis, amplitude, rho, sigma=rician_sigma, xtol=xtol, max_iter=max_iter)
+        res = levenberg_marquardt(
+            ops, y, axis, amplitude, rho, sum_squares, sigma=rician_sigma, xtol=xtol, max_iter=max_iter
+        )
     amplitude, rho = res["A"], res["rho"]
     n_echoes = y.shape[0]
     # Cramer-Rao form: var(rho) = sigma_hat^2 [ (J^T J)^-1 ]_rho,rho, sigma_hat^2 = rss / (E - 2).

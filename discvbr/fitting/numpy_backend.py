@@ -28,6 +28,18 @@ class NumpyOps:
     i0e = staticmethod(special.i0e)
     i1e = staticmethod(special.i1e)
 
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+
+    @staticmethod
+    def assign(target: np.ndarray, values: np.ndarray, where: np.ndarray) -> None:
+        """``target[where] = values[where]``, in place."""
+        np.copyto(target, values, where=where)
+
+    @staticmethod
+    def nonzero(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask)
+
     @staticmethod
     def eps(like: np.ndarray) -> float:
         return float(np.finfo(like.dtype).eps)

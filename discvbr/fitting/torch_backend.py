@@ -74,6 +74,20 @@ class TorchOps:
         self.loglinear_matrix = torch.stack([ones, tau, tau * tau])
         self.n_echoes = n_echoes
 
+    def maximum(self, x, bound: float):
+        return self.xp.clamp(x, min=bound)
+
+    def minimum(self, x, bound: float):
+        return self.xp.clamp(x, max=bound)
+
+    def assign(self, target, values, where) -> None:
+        """``target[where] = values[where]``, in place."""
+        target.copy_(self.xp.where(where, values, target))
+
+    @staticmethod
+    def nonzero(mask):
+        return mask.nonzero().squeeze(1)
+
     def eps(self, like) -> float:
         return float(self.xp.finfo(like.dtype).eps)
 
