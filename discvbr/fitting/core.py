@@ -187,7 +187,8 @@ def fit_monoexp(
         Levenberg-Marquardt iterations at most.
     block_size : int, optional
         Voxels per block (memory per block is a few dozen values per voxel and echo).
-        Default: 32768 on numpy, 65536 with torch on the CPU, 4194304 on CUDA.
+        Default: 262144 / E on numpy (32768 for 8 echoes), 65536 with torch on the CPU,
+        4194304 on CUDA.
     n_threads : int, optional
         Worker threads for the numpy backend; default: the CPUs this process may use.
 
@@ -258,7 +259,7 @@ def fit_monoexp(
     backend_name, device_name = _resolve_backend(backend, device)
     axis = kernel.TimeAxis.from_times(times, work_dtype)
     if backend_name == "numpy":
-        block_size = int(block_size or numpy_backend.DEFAULT_BLOCK)
+        block_size = int(block_size or numpy_backend.default_block(n_echoes))
 
         def fit_block(y, *, sigma):
             return numpy_backend.fit_block(y, axis, method=method, sigma=sigma, xtol=xtol, max_iter=int(max_iter))

@@ -1,11 +1,14 @@
-"""The mono-exponential fit itself, written once for every array backend.
+"""The mono-exponential fit itself, written once for numpy and torch.
 
-The functions here take an ``ops`` object (:class:`discvbr.fitting.numpy_backend.NumpyOps`
-or :class:`discvbr.fitting.torch_backend.TorchOps`) that supplies the few primitives that
-differ between numpy and torch, plus the backend's hot loop: the sums over echoes
-(:meth:`evaluate`). Everything else (the weighted log-linear start, the Levenberg-Marquardt
-iterations, the acceptance rule, the convergence test, the precision of T) is this one
-code, so both backends run the same algorithm.
+Every function here takes an ``ops`` object (:class:`discvbr.fitting.numpy_backend.NumpyOps`
+or :class:`discvbr.fitting.torch_backend.TorchOps`) that supplies the array module (``xp``,
+numpy or torch, whose ``exp``, ``where``, ``abs``... agree), the few primitives spelled
+differently, and the two hot loops in the form that is fastest on that hardware: the sums
+over echoes of the residuals and the Jacobian (``ops.evaluate``) and of the log-linear fit
+(``ops.loglinear_sums``). The log-linear start, the Levenberg-Marquardt iterations, the
+acceptance rule, the convergence test and the precision of T are this one code, so both
+backends run the same algorithm. From the log-linear start nearly every voxel converges
+after two evaluations of the sums; the 2x2 normal equations are solved in closed form.
 
 Parametrisation. Times are centred and scaled, ``tau = (t - t_ref) / t_scale`` with
 ``t_ref`` the mean time and ``t_scale = max |t - t_ref|``, and the model is
@@ -14,6 +17,11 @@ Parametrisation. Times are centred and scaled, ``tau = (t - t_ref) / t_scale`` w
 but the amplitude and the rate are nearly uncorrelated and every quantity stays within a
 few orders of magnitude, which lets the fit run in float32. Blocks of signal are laid out
 ``(E, n)``: echoes first, voxels contiguous.
+
+Precision. The residuals are formed explicitly (never as ``sum y^2 - 2 A sum y e + ...``),
+and a trial step counts as no worse when its residual sum of squares exceeds the current
+one by less than its rounding error; with that, float32 lands on the float64 optimum to
+about 1e-6 relative.
 """
 
 from __future__ import annotations
@@ -52,15 +60,18 @@ class TimeAxis:
 
     Attributes
     ----------
-    tau : ndarray, shape (E,)
-        ``(t - t_ref) / t_scale``, within [-1, 1].
+    tau : array, shape (E,)
+        ``(t - t_ref) / t_scale``, within [-1, 1] (numpy array or torch tensor).
+    powers : array, shape (3, E)
+        ``[1, tau, tau^2]``, the weights of the sums over echoes.
     t_ref : float
         Reference time (ms), the mean of the times.
     t_scale : float
         Scale (ms), ``max |t - t_ref|``.
     """
 
-    tau: np.ndarray
+    tau: object
+    powers: object
     t_ref: float
     t_scale: float
 
@@ -69,7 +80,8 @@ class TimeAxis:
         times = np.asarray(times, dtype=np.float64)
         t_ref = float(times.mean())
         t_scale = float(np.abs(times - t_ref).max())
-        return cls(((times - t_ref) / t_scale).astype(dtype), t_ref, t_scale)
+        tau = (times - t_ref) / t_scale
+        return cls(tau.astype(dtype), np.stack([np.ones_like(tau), tau, tau * tau]).astype(dtype), t_ref, t_scale)
 
 
 def rician_mean_and_slope(ops, nu, sigma):
@@ -118,12 +130,12 @@ def loglinear_start(ops, y, axis: TimeAxis, sigma=None):
     """
     xp = ops.xp
     z = y if sigma is None else xp.sqrt(ops.maximum(y * y - 2.0 * sigma * sigma, 0.0))
-    W, Wt, Wtt, Wl, Wtl = ops.loglinear_sums(z, axis.tau)
+    W, Wt, Wtt, Wl, Wtl = ops.loglinear_sums(z, axis)
     slope = (W * Wtl - Wt * Wl) / (W * Wtt - Wt * Wt)
     log_a = (Wl - slope * Wt) / W
     ok = xp.isfinite(slope) & xp.isfinite(log_a)
     rho = ops.minimum(ops.maximum(xp.where(ok, -slope, 1.0), -RHO_LIMIT), RHO_LIMIT)
-    amplitude = xp.where(ok, xp.exp(ops.minimum(ops.maximum(log_a, -80.0), 80.0)), ops.column_mean(y))
+    amplitude = xp.where(ok, xp.exp(ops.minimum(ops.maximum(log_a, -80.0), 80.0)), y.mean(0))
     return amplitude, rho, (W if sigma is None else ops.column_sum_squares(y))
 
 
@@ -166,7 +178,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
     n = amplitude.shape[0]
     eps = ops.eps(amplitude)
     per_voxel_sigma = sigma is not None and getattr(sigma, "ndim", 0) > 0
-    rss, Q, Q1, Q2, G0, G1 = ops.evaluate(y, axis.tau, amplitude, rho, sigma)
+    rss, Q, Q1, Q2, G0, G1 = ops.evaluate(y, axis, amplitude, rho, sigma)
     work = {
         "A": amplitude,
         "rho": rho,
@@ -222,7 +234,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
             w, n_work = work, n_active
         trial_amp = w["A"] + d_amp
         trial_rho = ops.minimum(ops.maximum(w["rho"] + d_rho, -RHO_LIMIT), RHO_LIMIT)
-        trial = ops.evaluate(y, axis.tau, trial_amp, trial_rho, w["sigma"] if per_voxel_sigma else sigma)
+        trial = ops.evaluate(y, axis, trial_amp, trial_rho, w["sigma"] if per_voxel_sigma else sigma)
         # NaN in a trial compares False: rejected like a step that increased the cost.
         ok = trial[0] <= w["rss"] + rounding * xp.sqrt(w["rss"] * w["Y2"])
         if n_active < n_work:
@@ -280,7 +292,7 @@ def fit_block(ops, y, axis: TimeAxis, *, method: str, sigma=None, xtol: float, m
     rician_sigma = sigma if method == "rician" else None
     amplitude, rho, sum_squares = loglinear_start(ops, y, axis, rician_sigma)
     if method == "loglinear":
-        rss, Q, Q1, Q2, _, _ = ops.evaluate(y, axis.tau, amplitude, rho, None)
+        rss, Q, Q1, Q2, _, _ = ops.evaluate(y, axis, amplitude, rho)
         res = {"A": amplitude, "rho": rho, "rss": rss, "Q": Q, "Q1": Q1, "Q2": Q2, "converged": ops.bools(rho, True)}
     else:
         res = levenberg_marquardt(
@@ -292,11 +304,12 @@ def fit_block(ops, y, axis: TimeAxis, *, method: str, sigma=None, xtol: float, m
     dof = n_echoes - 2
     sigma2_hat = res["rss"] / dof if dof > 0 else res["rss"] * math.nan
     var_rho = sigma2_hat * res["Q"] / (amplitude * amplitude * (res["Q"] * res["Q2"] - res["Q1"] * res["Q1"]))
+    total_sum_squares = ops.centred_sum_squares(y)
     T = axis.t_scale / rho
     return {
         "T": T,
         "S0": amplitude * xp.exp(rho * (axis.t_ref / axis.t_scale)),
-        "r2": 1.0 - res["rss"] / ops.column_centred_sum_squares(y),
+        "r2": 1.0 - res["rss"] / total_sum_squares,
         "T_sd": axis.t_scale * xp.sqrt(var_rho) / (rho * rho),
         "converged": res["converged"],
         "at_limit": xp.abs(rho) >= RHO_LIMIT,

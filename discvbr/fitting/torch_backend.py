@@ -1,9 +1,9 @@
 """torch operations for the fitting kernel: CUDA (and CPU) backend.
 
-The algorithm is :mod:`discvbr.fitting.kernel`, the same as on numpy; only the echo sums
-differ in form: on a GPU every separate operation is a kernel launch, so the block is
-processed as whole ``(E, n)`` arrays and the six sums over echoes are one small matrix
-product, ``M @ [r j; j^2; r^2]`` with ``M`` built from the times.
+The algorithm is :mod:`discvbr.fitting.kernel`, the same code as on numpy; this adapter
+gives it torch, computes the sums over echoes as whole ``(E, n)`` tensors and small
+matrix products with the powers of the times (few, large kernels suit a GPU), moves blocks
+to the device and back, and picks the device.
 
 torch is imported only when this backend is used.
 """
@@ -19,8 +19,8 @@ import numpy as np
 from discvbr.errors import DiscVBRError
 from discvbr.fitting import kernel
 
-#: Voxels per block on a GPU: ~4 M voxels keep a 80 GB card far from full for 8-16 echoes
-#: (about 30 float32 values per voxel and echo in flight) and amortise launch overhead.
+#: Voxels per block on a GPU: 4 Mi voxels amortise the kernel launches and keep memory
+#: (a dozen ``(E, n)`` arrays in flight, ~1.6 GB in float32 for 8 echoes) far below a GPU's.
 DEFAULT_BLOCK_CUDA = 1 << 22
 #: Voxels per block for torch on the CPU (its own intra-op threads share the cores).
 DEFAULT_BLOCK_CPU = 1 << 16
@@ -43,36 +43,14 @@ def cuda_available() -> bool:
 
 
 class TorchOps:
-    """Array primitives and echo sums for :mod:`discvbr.fitting.kernel` on torch tensors.
+    """Array primitives for :mod:`discvbr.fitting.kernel` on torch tensors."""
 
-    Parameters
-    ----------
-    tau : torch.Tensor, shape (E,)
-        Normalised times on the working device and dtype.
-    """
-
-    def __init__(self, tau):
+    def __init__(self):
         import torch
 
         self.xp = torch
         self.i0e = torch.special.i0e
         self.i1e = torch.special.i1e
-        n_echoes = tau.shape[0]
-        ones = torch.ones_like(tau)
-        zeros = torch.zeros_like(tau)
-        # Rows: rss, Q, Q1, Q2, G0, G1 from the stacked blocks [r j; j^2; r^2].
-        self.sums = torch.stack(
-            [
-                torch.cat([zeros, zeros, ones]),
-                torch.cat([zeros, ones, zeros]),
-                torch.cat([zeros, tau, zeros]),
-                torch.cat([zeros, tau * tau, zeros]),
-                torch.cat([ones, zeros, zeros]),
-                torch.cat([tau, zeros, zeros]),
-            ]
-        )
-        self.loglinear_matrix = torch.stack([ones, tau, tau * tau])
-        self.n_echoes = n_echoes
 
     def maximum(self, x, bound: float):
         return self.xp.clamp(x, min=bound)
@@ -88,8 +66,9 @@ class TorchOps:
     def nonzero(mask):
         return mask.nonzero().squeeze(1)
 
-    def eps(self, like) -> float:
-        return float(self.xp.finfo(like.dtype).eps)
+    @staticmethod
+    def count(mask) -> int:
+        return int(mask.sum())
 
     def bools(self, like, value: bool):
         return self.xp.full(like.shape, value, dtype=self.xp.bool, device=like.device)
@@ -98,48 +77,41 @@ class TorchOps:
         return self.xp.arange(like.shape[0], device=like.device)
 
     @staticmethod
-    def count(mask) -> int:
-        return int(mask.sum())
-
-    @staticmethod
     def copy(array):
         return array.clone()
 
-    @staticmethod
-    def column_mean(y):
-        return y.mean(0)
+    def eps(self, like) -> float:
+        return float(self.xp.finfo(like.dtype).eps)
 
     @staticmethod
     def column_sum_squares(y):
         return (y * y).sum(0)
 
     @staticmethod
-    def column_centred_sum_squares(y):
-        dev = y - y.mean(0)
-        return (dev * dev).sum(0)
+    def centred_sum_squares(y):
+        deviation = y - y.mean(0)
+        return (deviation * deviation).sum(0)
 
-    def loglinear_sums(self, z, tau):
-        """Weighted sums for the log-linear fit, weights ``z^2`` (zero where ``z = 0``)."""
-        w = z * z
+    def loglinear_sums(self, z, axis: kernel.TimeAxis):
+        """Weighted sums of the log-linear fit; see ``NumpyOps.loglinear_sums``."""
+        weight = z * z
         log_z = self.xp.log(self.xp.clamp(z, min=self.xp.finfo(z.dtype).tiny))
-        W, Wt, Wtt = (self.loglinear_matrix @ w).unbind(0)
-        Wl, Wtl = (self.loglinear_matrix[:2] @ (w * log_z)).unbind(0)
+        W, Wt, Wtt = (axis.powers @ weight).unbind(0)
+        Wl, Wtl = (axis.powers[:2] @ (weight * log_z)).unbind(0)
         return W, Wt, Wtt, Wl, Wtl
 
-    def evaluate(self, y, tau, amplitude, rho, sigma=None):
-        """Residual sum of squares and Jacobian sums; see
-        :meth:`discvbr.fitting.numpy_backend.NumpyOps.evaluate` for the definitions."""
-        e = self.xp.exp(tau[:, None] * (-rho))
-        nu = e * amplitude
+    def evaluate(self, y, axis: kernel.TimeAxis, amplitude, rho, sigma=None):
+        """Residual and Jacobian sums; see ``NumpyOps.evaluate`` for the definitions."""
+        e = self.xp.exp(axis.tau[:, None] * -rho)
         if sigma is None:
-            r = y - nu
-            j = e
+            r = y - e * amplitude
         else:
-            mean, slope = kernel.rician_mean_and_slope(self, nu, sigma)
+            mean, slope = kernel.rician_mean_and_slope(self, e * amplitude, sigma)
             r = y - mean
-            j = e * slope
-        stacked = self.xp.cat([r * j, j * j, r * r])
-        return tuple((self.sums @ stacked).unbind(0))
+            e = e * slope
+        Q, Q1, Q2 = (axis.powers @ (e * e)).unbind(0)
+        G0, G1 = (axis.powers[:2] @ (r * e)).unbind(0)
+        return (r * r).sum(0), Q, Q1, Q2, G0, G1
 
 
 def resolve_device(device: str):
@@ -186,9 +158,13 @@ class TorchBlockFitter:
 
         self.device = resolve_device(device)
         self.dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-        tau = torch.as_tensor(axis.tau, dtype=self.dtype, device=self.device)
-        self.axis = kernel.TimeAxis(tau, axis.t_ref, axis.t_scale)
-        self.ops = TorchOps(tau)
+        self.axis = kernel.TimeAxis(
+            torch.as_tensor(axis.tau, dtype=self.dtype, device=self.device),
+            torch.as_tensor(axis.powers, dtype=self.dtype, device=self.device),
+            axis.t_ref,
+            axis.t_scale,
+        )
+        self.ops = TorchOps()
 
     def __call__(self, y: np.ndarray, *, method: str, sigma, xtol: float, max_iter: int) -> dict:
         import torch
