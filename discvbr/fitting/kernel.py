@@ -41,8 +41,10 @@ LAMBDA_MAX = 1e9
 #: float32 (e**15 squared and summed is ~1e14); T below t_scale / RHO_LIMIT is reported
 #: out of range.
 RHO_LIMIT = 15.0
-#: Scale of rho below which the convergence test on rho is absolute (T > 1000 t_scale).
-RHO_FLOOR = 1e-3
+#: Scale of rho below which the convergence test on rho is absolute (T > 20 t_scale, far
+#: above any plausible range): float32 rounding leaves rho uncertain by ~1e-7, so a relative
+#: test could never pass for nearly flat signals.
+RHO_FLOOR = 0.05
 #: A trial step is accepted when its residual sum of squares is not larger than the current
 #: one by more than this many units of the rounding error of that sum, eps * sqrt(rss * sum y^2).
 #: Without it float32 rounding rejects good Gauss-Newton steps near the optimum.
@@ -142,8 +144,10 @@ def loglinear_start(ops, y, axis: TimeAxis, sigma=None):
 def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, sigma=None, xtol: float, max_iter: int):
     """Refine ``(A, rho)`` by Levenberg-Marquardt, all voxels of the block at once.
 
-    Each iteration solves the damped 2x2 normal equations in closed form,
-    ``(J^T J + lambda diag(J^T J)) delta = J^T r`` (Marquardt's scaling), evaluates the
+    Each iteration solves the damped 2x2 system in closed form,
+    ``(H + lambda diag(J^T J)) delta = J^T r`` (Marquardt's scaling), with ``H`` Newton's
+    Hessian of the residual sum of squares where it is positive definite and Gauss-Newton's
+    ``J^T J`` elsewhere, evaluates the
     trial point, keeps it where the residual sum of squares did not grow (within rounding)
     and divides lambda by 10, or else multiplies lambda by 10. A voxel has converged when,
     coming from an accepted step, its next step changes ``A`` and ``rho`` by less than
@@ -178,7 +182,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
     n = amplitude.shape[0]
     eps = ops.eps(amplitude)
     per_voxel_sigma = sigma is not None and getattr(sigma, "ndim", 0) > 0
-    rss, Q, Q1, Q2, G0, G1 = ops.evaluate(y, axis, amplitude, rho, sigma)
+    rss, Q, Q1, Q2, G0, G1, G2 = ops.evaluate(y, axis, amplitude, rho, sigma)
     work = {
         "A": amplitude,
         "rho": rho,
@@ -188,6 +192,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
         "Q2": Q2,
         "G0": G0,
         "G1": G1,
+        "G2": G2,
         "Y2": sum_squares,
         "lam": xp.full_like(amplitude, LAMBDA_START),
         "last_ok": ops.bools(amplitude, True),
@@ -196,7 +201,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
     if per_voxel_sigma:
         work["sigma"] = sigma
     keys_out = ("A", "rho", "rss", "Q", "Q1", "Q2", "converged")
-    keys_trial = ("rss", "Q", "Q1", "Q2", "G0", "G1")
+    keys_trial = ("rss", "Q", "Q1", "Q2", "G0", "G1", "G2")
     out = None
     index = ops.arange(amplitude)
     rounding = ROUNDING_UNITS * eps
@@ -206,10 +211,20 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
         n_work = w["A"].shape[0]
         damping = 1.0 + w["lam"]
         a = w["Q"] * damping
-        c = w["Q2"] * damping
-        det = a * c - w["Q1"] * w["Q1"]
-        d_amp = (c * w["G0"] - w["Q1"] * w["G1"]) / det
-        d_rho = (w["Q1"] * w["G0"] - a * w["G1"]) / (det * w["A"])
+        # Newton's Hessian (J^T J minus the residual-weighted model curvature) where it is
+        # positive definite, else Gauss-Newton's J^T J: quadratic convergence also when the
+        # residuals are large (low SNR), where Gauss-Newton alone crawls. (For the Rician
+        # model the curvature of the Rician mean itself is left out: it shapes the path only.)
+        b = w["Q1"] - w["G1"] / w["A"]
+        c = w["Q2"] * damping - w["G2"] / w["A"]
+        det = a * c - b * b
+        newton = (c > 0) & (det > 0)
+        if ops.count(newton) < n_work:
+            c = xp.where(newton, c, w["Q2"] * damping)
+            b = xp.where(newton, b, w["Q1"])
+            det = a * c - b * b
+        d_amp = (c * w["G0"] - b * w["G1"]) / det
+        d_rho = (b * w["G0"] - a * w["G1"]) / (det * w["A"])
         small = (
             (xp.abs(d_rho) <= xtol * ops.maximum(xp.abs(w["rho"]), RHO_FLOOR))
             & (xp.abs(d_amp) <= xtol * xp.abs(w["A"]))
@@ -292,7 +307,7 @@ def fit_block(ops, y, axis: TimeAxis, *, method: str, sigma=None, xtol: float, m
     rician_sigma = sigma if method == "rician" else None
     amplitude, rho, sum_squares = loglinear_start(ops, y, axis, rician_sigma)
     if method == "loglinear":
-        rss, Q, Q1, Q2, _, _ = ops.evaluate(y, axis, amplitude, rho)
+        rss, Q, Q1, Q2, _, _, _ = ops.evaluate(y, axis, amplitude, rho)
         res = {"A": amplitude, "rho": rho, "rss": rss, "Q": Q, "Q1": Q1, "Q2": Q2, "converged": ops.bools(rho, True)}
     else:
         res = levenberg_marquardt(

@@ -125,7 +125,8 @@ class NumpyOps:
         ``r_k = y_k - m_k`` and Jacobian factor ``j_k = s_k e_k`` (``e_k`` when Gaussian),
         the Jacobian of the model with respect to ``(A, rho)`` is ``[j_k, -A tau_k j_k]``,
         so ``J^T J`` and ``J^T r`` follow from ``rss = sum r^2``, ``Q = sum j^2``,
-        ``Q1 = sum tau j^2``, ``Q2 = sum tau^2 j^2``, ``G0 = sum r j``, ``G1 = sum tau r j``.
+        ``Q1 = sum tau j^2``, ``Q2 = sum tau^2 j^2``, ``G0 = sum r j``, ``G1 = sum tau r j``,
+        and the curvature term of Newton's Hessian from ``G1`` and ``G2 = sum tau^2 r j``.
 
         Parameters
         ----------
@@ -136,12 +137,12 @@ class NumpyOps:
 
         Returns
         -------
-        rss, Q, Q1, Q2, G0, G1 : ndarray, shape (n,)
+        rss, Q, Q1, Q2, G0, G1, G2 : ndarray, shape (n,)
         """
         n = amplitude.shape[0]
         dtype = amplitude.dtype
-        sums = np.empty((6, n), dtype)
-        rss, squares, gradient = sums[0], sums[1:4], sums[4:6]
+        sums = np.empty((7, n), dtype)
+        rss, squares, gradient = sums[0], sums[1:4], sums[4:7]
         e = np.empty(n, dtype)
         r = np.empty(n, dtype)
         product = np.empty(n, dtype)
@@ -160,15 +161,15 @@ class NumpyOps:
             if k == 0:
                 np.multiply(r, r, out=rss)
                 np.multiply(r, e, out=product)
-                np.multiply(product, powers[:2], out=gradient)
+                np.multiply(product, powers, out=gradient)
                 np.multiply(e, e, out=product)
                 np.multiply(product, powers, out=squares)
                 continue
             np.multiply(r, r, out=product)
             rss += product
             np.multiply(r, e, out=product)
-            np.multiply(product, powers[:2], out=stacked[:2])
-            gradient += stacked[:2]
+            np.multiply(product, powers, out=stacked)
+            gradient += stacked
             np.multiply(e, e, out=product)
             np.multiply(product, powers, out=stacked)
             squares += stacked

@@ -110,8 +110,8 @@ class TorchOps:
             r = y - mean
             e = e * slope
         Q, Q1, Q2 = (axis.powers @ (e * e)).unbind(0)
-        G0, G1 = (axis.powers[:2] @ (r * e)).unbind(0)
-        return (r * r).sum(0), Q, Q1, Q2, G0, G1
+        G0, G1, G2 = (axis.powers @ (r * e)).unbind(0)
+        return (r * r).sum(0), Q, Q1, Q2, G0, G1, G2
 
 
 def resolve_device(device: str):
