@@ -189,6 +189,23 @@ def test_rician_fit_matches_curve_fit_of_the_rician_model_and_removes_the_floor_
     assert np.median(gaussian.T) - T_true > 1.5
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_noise_sigma_map_acts_voxel_by_voxel(backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(22)
+    y = simulate(rng.uniform(40, 200, 400), 200.0, TIMES_4, 20.0, rng).reshape(20, 20, 4)
+    sigma_map = np.full((20, 20), 20.0)
+    sigma_map[10:] = 30.0
+    by_map = fit_monoexp(y, TIMES_4, method="rician", noise_sigma=sigma_map, backend=backend, device="cpu")
+    for rows, sigma in ((slice(None, 10), 20.0), (slice(10, None), 30.0)):
+        by_scalar = fit_monoexp(y[rows], TIMES_4, method="rician", noise_sigma=sigma, backend=backend, device="cpu")
+        np.testing.assert_array_equal(by_map.status[rows], by_scalar.status)
+        np.testing.assert_allclose(by_map.T[rows], by_scalar.T, rtol=1e-6, equal_nan=True)
+    with pytest.raises(DiscVBRError, match="noise_sigma map"):
+        fit_monoexp(y, TIMES_4, noise_sigma=np.ones((20, 19)))
+
+
 def test_rician_needs_sigma():
     with pytest.raises(DiscVBRError, match="noise_sigma"):
         fit_monoexp(np.ones((2, 4)), TIMES_4, method="rician")

@@ -14,7 +14,9 @@ CPU seconds per million fits (user + system, all threads) are printed too, becau
 shared machine the wall clock also counts other processes' time.
 
 Optionally (``--volume``) fits one 512x512x64 series of 8 echoes (0.5 GB of float32) and
-reports its time and the memory the fit adds at its peak (Linux).
+reports its time and the memory the fit adds at its peak (Linux); ``--profile`` prints a
+line-by-line profile of the numpy engine on one thread (needs ``line_profiler``, in the
+``bench`` extra).
 
 Run: ``PYTHONPATH=. python benchmarks/bench_fitting.py [--voxels N] [--echoes 4 8]``.
 """
@@ -144,6 +146,28 @@ def engines(have_torch: bool, have_cuda: bool) -> dict:
     return configs
 
 
+def profile(args) -> None:
+    """Line-level profile (line_profiler) of the numpy engine, one thread, 8 echoes."""
+    from line_profiler import LineProfiler
+
+    from discvbr.fitting import core, kernel, numpy_backend
+
+    y, _ = simulate(min(args.voxels, 1 << 19), TIMES[8], args.snr, args.seed)
+    profiler = LineProfiler()
+    for function in (
+        kernel.fit_block,
+        kernel.loglinear_start,
+        kernel.levenberg_marquardt,
+        numpy_backend.NumpyOps.evaluate,
+        numpy_backend.NumpyOps.loglinear_sums,
+        core._screen,
+    ):
+        profiler.add_function(function)
+    profiler(fit_monoexp)(y, TIMES[8], n_threads=1)
+    print("\nline profile of the numpy engine (1 thread, 8 echoes):")
+    profiler.print_stats(output_unit=1e-3, stripzeros=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=1 << 21, help="voxels fitted by the engine (default 2 Mi)")
@@ -153,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--volume", action="store_true", help="also fit one 512x512x64x8 series")
+    parser.add_argument("--profile", action="store_true", help="line-by-line profile of the numpy engine")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -213,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
               f"the fit at its peak {extra:,.0f} MB, of which {maps:,.0f} MB are the five maps; "
               f"valid {result.valid.mean():.4f}")
         results["volume"] = {"seconds": wall, "peak_extra_mb": extra, "maps_mb": maps, "cpu_s": cpu_seconds() - cpu0}
+
+    if args.profile:
+        profile(args)
 
     print("\nload average at the end:", os.getloadavg() if hasattr(os, "getloadavg") else None)
     if args.json:

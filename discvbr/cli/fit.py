@@ -12,14 +12,16 @@ import datetime
 import platform
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-import numpy as np
 import typer
 
 from discvbr import __version__
 from discvbr.cli import app
 from discvbr.errors import DiscVBRError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAP_FILES = {"T": "T.nii.gz", "S0": "S0.nii.gz", "r2": "r2.nii.gz", "T_sd": "T_sd.nii.gz", "status": "status.nii.gz"}
 SUMMARY_FILE = "fit.json"
@@ -141,6 +143,8 @@ def _series_paths(series: list[Path], extra: list[str]) -> list[Path]:
 
 
 def _read_on_grid(path: Path, grid, what: str) -> np.ndarray:
+    import numpy as np
+
     from discvbr import io
 
     image = io.read_image(path, what=what)
@@ -153,12 +157,16 @@ def _read_on_grid(path: Path, grid, what: str) -> np.ndarray:
 
 
 def _median(values: np.ndarray) -> float | None:
+    import numpy as np
+
     values = values[np.isfinite(values)]
     return float(np.median(values)) if values.size else None
 
 
 def _summary(result, mask: np.ndarray | None, elapsed: float) -> dict:
     """Counts per status, medians overall and per disc label (label maps only)."""
+    import numpy as np
+
     from discvbr.fitting import FitStatus
     from discvbr.levels import DISC_LEVELS
 
@@ -197,12 +205,15 @@ def _summary(result, mask: np.ndarray | None, elapsed: float) -> dict:
 
 def _is_label_map(mask: np.ndarray) -> bool:
     """Integer-valued with some non-zero value other than 1 (a binary mask is not one)."""
+    import numpy as np
+
     values = np.unique(mask[np.isfinite(mask)] if np.issubdtype(mask.dtype, np.floating) else mask)
     values = values[values != 0]
     return bool(values.size) and bool(np.all(values == np.round(values))) and bool(np.any(values != 1))
 
 
 def _provenance(backend: str) -> dict:
+    import numpy as np
     import scipy
 
     info = {

@@ -163,8 +163,8 @@ def fit_monoexp(
         ``"auto"``: numpy on the CPU, torch on CUDA. ``"torch"`` with ``device="cpu"`` runs
         the torch code on the CPU.
     preset : str or FitPreset, optional
-        Thresholds and method from :data:`discvbr.fitting.PRESETS` (e.g. ``"t1rho_b"``,
-        ``"t2"``); explicit ``t_min``/``t_max`` override them.
+        The paper's T range for a kind of series, from :data:`discvbr.fitting.PRESETS`
+        (e.g. ``"t1rho_b"``, ``"t2"``); explicit ``t_min``/``t_max`` override it.
     t_min, t_max : float, optional
         Valid T range in ms, exclusive: ``t_min < T < t_max``. Defaults: the preset's, else
         0 and infinity.

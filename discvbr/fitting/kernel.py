@@ -21,7 +21,7 @@ few orders of magnitude, which lets the fit run in float32. Blocks of signal are
 Precision. The residuals are formed explicitly (never as ``sum y^2 - 2 A sum y e + ...``),
 and a trial step counts as no worse when its residual sum of squares exceeds the current
 one by less than its rounding error; with that, float32 lands on the float64 optimum to
-about 1e-6 relative.
+about 1e-6 relative or better.
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
     Each iteration solves the damped 2x2 system in closed form,
     ``(H + lambda diag(J^T J)) delta = J^T r`` (Marquardt's scaling), with ``H`` Newton's
     Hessian of the residual sum of squares where it is positive definite and Gauss-Newton's
-    ``J^T J`` elsewhere, evaluates the
-    trial point, keeps it where the residual sum of squares did not grow (within rounding)
-    and divides lambda by 10, or else multiplies lambda by 10. A voxel has converged when,
+    ``J^T J`` elsewhere, evaluates the trial point, keeps it where the residual sum of
+    squares did not grow (within rounding) and divides lambda by 10, or else multiplies
+    lambda by 10. A voxel has converged when,
     coming from an accepted step, its next step changes ``A`` and ``rho`` by less than
     ``xtol`` relatively; the iteration of a block stops when all its voxels have converged.
     Converged voxels are dropped from the working set once they are the majority, so a few
@@ -179,7 +179,6 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
         ``converged`` (bool).
     """
     xp = ops.xp
-    n = amplitude.shape[0]
     eps = ops.eps(amplitude)
     per_voxel_sigma = sigma is not None and getattr(sigma, "ndim", 0) > 0
     rss, Q, Q1, Q2, G0, G1, G2 = ops.evaluate(y, axis, amplitude, rho, sigma)
@@ -231,7 +230,7 @@ def levenberg_marquardt(ops, y, axis: TimeAxis, amplitude, rho, sum_squares, *, 
             & w["last_ok"]
         )
         if ops.count(small):
-            # The last (tiny, undamped) Gauss-Newton step is taken without evaluating it:
+            # The last (tiny, nearly undamped) step is taken without evaluating it:
             # convergence is quadratic here, so the point after it is exact to the step
             # squared. (A voxel is ``small`` once: its ``last_ok`` is False from then on.)
             ops.assign(w["A"], w["A"] + d_amp, small)
