@@ -43,8 +43,9 @@ def _root(
 
 
 
-# Sub-commands register themselves on `app` when imported.
+# Sub-commands register themselves on `app` when imported, in the order `--help` lists them.
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+from discvbr.cli import fit as _fit  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
