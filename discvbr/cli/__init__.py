@@ -41,10 +41,9 @@ def _root(
     """Voxel-based relaxometry of the lumbar intervertebral discs."""
 
 
-
-
-# Sub-commands register themselves on `app` when imported.
+# Sub-commands register themselves on `app` when imported, in the order `--help` lists them.
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+from discvbr.cli import fit as _fit  # noqa: E402,F401
 from discvbr.cli import stats as _stats  # noqa: E402,F401
 
 

@@ -1,0 +1,24 @@
+"""Voxel-wise mono-exponential T1rho/T2 fitting (METHODS.md section 3).
+
+``fit_monoexp(signal, times, mask)`` fits ``S0 exp(-t / T)`` in every voxel by two-parameter
+Levenberg-Marquardt started from a weighted log-linear fit, vectorised over voxels, on numpy
+(threads over blocks of voxels) or torch (CUDA), and returns T, S0, r2, the standard error
+of T and a status per voxel. Presets carry the paper's plausibility thresholds.
+"""
+
+from discvbr.fitting.core import METHODS, FitResult, FitStatus, fit_monoexp
+from discvbr.fitting.noise import cramer_rao_sd, estimate_noise_sigma, rician_mean
+from discvbr.fitting.presets import PRESETS, FitPreset, get_preset
+
+__all__ = [
+    "fit_monoexp",
+    "FitResult",
+    "FitStatus",
+    "METHODS",
+    "PRESETS",
+    "FitPreset",
+    "get_preset",
+    "estimate_noise_sigma",
+    "rician_mean",
+    "cramer_rao_sd",
+]
