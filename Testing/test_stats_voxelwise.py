@@ -275,3 +275,18 @@ def test_time_needs_two_subjects_with_both_visits():
     follow[1:] = np.nan
     with pytest.raises(DiscVBRError, match="1 subjects with both visits"):
         voxel_by_time(base, follow)
+
+
+def test_small_spread_on_a_large_value_keeps_full_precision(cohort):
+    """Voxels whose spread is tiny against their mean (1000 +- 0.05) take the exact residual path."""
+    _, _, table = cohort
+    rng = np.random.default_rng(9)
+    maps = np.concatenate(
+        [1000 + 0.05 * rng.standard_normal((N_SUBJECTS, 6)), 100 + 15 * rng.standard_normal((N_SUBJECTS, 6))], axis=1
+    )
+    result = voxel_by_variable(maps, table, variable="odi", covariates=["age", "bmi"])
+    frame_base = table[["odi", "age", "bmi"]]
+    for v in range(12):
+        ref = pg.partial_corr(frame_base.assign(y=maps[:, v]).dropna(), x="odi", y="y", covar=["age", "bmi"])
+        _assert_close(result.values["r"][v], ref["r"].iloc[0], f"r voxel {v}")
+        _assert_close(result.values["p"][v], ref["p_val"].iloc[0], f"p voxel {v}")
