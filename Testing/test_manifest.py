@@ -134,3 +134,6 @@ def test_custom_variables_and_encoding(tmp_path):
     assert coded["sex"].tolist()[:2] == [1.0, 0.0] and np.isnan(coded["sex"].iloc[2])
     assert coded["group"].tolist() == [1.0, 0.0, 1.0]
     assert coded["var_smoker"].iloc[0] != coded["var_smoker"].iloc[2] and np.isnan(coded["var_smoker"].iloc[1])
+    # an already numeric coding passes through unchanged
+    recoded = encode_variables(coded)
+    pd.testing.assert_frame_equal(recoded, coded)

@@ -454,10 +454,10 @@ def encode_variables(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=table.index)
     for column in table.columns:
         values = table[column]
-        if column == "sex":
+        numeric = pd.to_numeric(values, errors="coerce")
+        if column == "sex" and numeric.notna().sum() < values.notna().sum():
             out[column] = values.map({"F": 0.0, "M": 1.0}).astype(float)
             continue
-        numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().sum() == values.notna().sum():
             out[column] = numeric.astype(float)
             continue
