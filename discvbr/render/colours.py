@@ -174,6 +174,8 @@ def colour_scale(
             if finite.size == 0 and (vmin is None or vmax is None):
                 raise DiscVBRError("relaxation map has no finite value: give the colour range (vmin, vmax)")
             lo_default, hi_default = np.percentile(finite, [2, 98]) if finite.size else (vmin, vmax)
+            if lo_default == hi_default:  # a constant map: a range of +-1 ms around it
+                lo_default, hi_default = lo_default - 1.0, hi_default + 1.0
             vmin = float(lo_default) if vmin is None else vmin
             vmax = float(hi_default) if vmax is None else vmax
         if not vmax > vmin:
