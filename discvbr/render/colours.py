@@ -106,8 +106,7 @@ class ColourScale:
         """``(cmap, norm)`` for matplotlib that give the same colours."""
         from matplotlib.colors import ListedColormap, LogNorm, Normalize
 
-        cmap = ListedColormap(self.table, name=f"discvbr-{self.kind}")
-        cmap.set_bad((0, 0, 0, 0))
+        cmap = ListedColormap(self.table, name=f"discvbr-{self.kind}").with_extremes(bad=(0, 0, 0, 0))
         norm = LogNorm(self.vmin, self.vmax, clip=True) if self.log else Normalize(self.vmin, self.vmax, clip=True)
         return cmap, norm
 
