@@ -131,6 +131,20 @@ def test_segmentation_overlay_and_uncertainty(session):
         plot_segmentation(session.t1rho.echo(0), probabilities[:, :10])
 
 
+def test_sagittal_orientation_matches_the_spine_mesh(session):
+    """Anterior (high y) on the left and superior (high z) up, as the "sagittal" camera shows."""
+    discs = session.labels
+    values = np.full(discs.shape, np.nan)
+    values[0, 100, 30] = 1.0  # anterior and inferior
+    values[0, 20, 90] = 0.6  # posterior and superior
+    fig = plot_voxel_correlation(Image(values, discs.affine), Image(np.where(np.isfinite(values), 0.01, np.nan), discs.affine))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    spacing = discs.spacing
+    (x_ant, y_inf), (x_post, y_sup) = ax.transData.transform([[100 * spacing[1], 30 * spacing[2]], [20 * spacing[1], 90 * spacing[2]]])
+    assert x_ant < x_post and y_inf < y_sup
+
+
 def test_group_means_share_a_scale_next_to_log_p(session):
     discs = session.labels
     inside = discs.array > 0

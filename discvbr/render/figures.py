@@ -188,16 +188,24 @@ def _sagittal(data: Image | np.ndarray, *, what: str) -> tuple[np.ndarray, tuple
 
 
 def _extent(shape: tuple[int, int], spacing: tuple[float, float]) -> list[float]:
+    """imshow extent (mm) of a (Y, Z) slice shown transposed: y along x, z up."""
     ny, nz = shape
-    # anterior (high y) on the left, superior up
-    return [(ny - 0.5) * spacing[0], -0.5 * spacing[0], -0.5 * spacing[1], (nz - 0.5) * spacing[1]]
+    return [-0.5 * spacing[0], (ny - 0.5) * spacing[0], -0.5 * spacing[1], (nz - 0.5) * spacing[1]]
+
+
+def _anterior_left(ax, extent: list[float]) -> None:
+    """Radiological sagittal orientation, as on the spine mesh: anterior (high y) left, superior up."""
+    ax.set_xlim(extent[1], extent[0])
+    ax.set_ylim(extent[2], extent[3])
 
 
 def _show(ax, values: np.ndarray, spacing, scale: ColourScale, *, crop=None):
     cmap, norm = scale.matplotlib()
     if crop is not None:
         values = values[crop]
-    im = ax.imshow(np.ma.masked_invalid(values.T), origin="lower", cmap=cmap, norm=norm, extent=_extent(values.shape, spacing), interpolation="nearest")
+    extent = _extent(values.shape, spacing)
+    im = ax.imshow(np.ma.masked_invalid(values.T), origin="lower", cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+    _anterior_left(ax, extent)
     ax.set_xticks([])
     ax.set_yticks([])
     return im
@@ -366,6 +374,8 @@ def plot_segmentation(
     fig.colorbar(heat, ax=axes[0, 2], shrink=0.8)
     for ax in axes[0, 1:]:
         ax.contour((1.0 - p[0]).T, levels=[threshold], colors=["white"], linewidths=0.8, origin="lower", extent=extent)
+    for ax in axes[0]:
+        _anterior_left(ax, extent)
     return fig
 
 

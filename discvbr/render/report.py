@@ -90,12 +90,14 @@ def figure_png(figure: object, *, dpi: int = 120) -> bytes:
 def software_versions() -> dict[str, str]:
     """Versions of DiscVBR and of the libraries that made the figures."""
     versions = {"discvbr": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for name in ("scipy", "pandas", "matplotlib", "vtk"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
-            versions[name] = "not installed"
+    for name in ("scipy", "pandas", "matplotlib"):
+        versions[name] = __import__(name).__version__
+    try:
+        from vtkmodules.vtkCommonCore import vtkVersion
+
+        versions["vtk"] = vtkVersion.GetVTKVersion()
+    except ImportError:
+        versions["vtk"] = "not installed"
     return versions
 
 
