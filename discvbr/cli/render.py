@@ -89,7 +89,7 @@ def render_command(
         title=title,
         out=out,
     )
-    from vtkmodules.vtkCommonCore import vtkVersion
+    from importlib.metadata import version
 
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
     write_json(
@@ -108,7 +108,7 @@ def render_command(
             "camera": camera,
             "zoom": zoom,
             "render_window": figure.window_class,
-            "versions": {"discvbr": __version__, "python": platform.python_version(), "numpy": np.__version__, "vtk": vtkVersion.GetVTKVersion()},
+            "versions": {"discvbr": __version__, "python": platform.python_version(), "numpy": np.__version__, "vtk": version("vtk")},
         },
     )
     typer.echo(f"wrote {out} ({width} x {height}, {figure.scale.title} {figure.scale.vmin:.3g}..{figure.scale.vmax:.3g})")

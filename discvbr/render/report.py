@@ -10,6 +10,7 @@ import base64
 import datetime as _dt
 import html
 import io
+from importlib import metadata
 import os
 import platform
 from dataclasses import dataclass, field
@@ -93,10 +94,8 @@ def software_versions() -> dict[str, str]:
     for name in ("scipy", "pandas", "matplotlib"):
         versions[name] = __import__(name).__version__
     try:
-        from vtkmodules.vtkCommonCore import vtkVersion
-
-        versions["vtk"] = vtkVersion.GetVTKVersion()
-    except ImportError:
+        versions["vtk"] = metadata.version("vtk")
+    except metadata.PackageNotFoundError:
         versions["vtk"] = "not installed"
     return versions
 
