@@ -96,7 +96,7 @@ def test_hot_spot_2d_lands_where_projected(atlas_2d, camera):
     pixel = _patch(image, col, row)
     # seen through the semi-transparent disc the colour is tinted, but it is the hot colour's
     assert _closer_to(pixel, hot, cold), (pixel, hot, cold)
-    assert pixel[0] - pixel[2] > 60
+    assert pixel[0] > pixel[1] + 30 and pixel[0] > pixel[2] + 30  # red dominates
     # 6 voxels anteriorly in the same disc, and at the centre of L3L4, r = 0: the cold colour
     for point in (
         (discs.affine @ np.array([0, j + 6, k, 1.0]))[:3],

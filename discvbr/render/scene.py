@@ -281,7 +281,8 @@ def build_scene(
     slices: Sequence[int] | None = None,
     mesh: Mapping[str, object] | None = None,
     bone_opacity: float = 0.18,
-    disc_opacity: float = 0.28,
+    disc_opacity: float = 0.35,
+    mapped_disc_opacity: float = 0.1,
 ) -> SpineScene:
     """Everything a spine-map figure shows, as polydata with colours.
 
@@ -306,8 +307,10 @@ def build_scene(
     mesh : mapping, optional
         Spine surfaces from :func:`discvbr.render.mesh.spine_mesh` (built from ``atlas`` when
         not given; pass them to draw several figures of one atlas).
-    bone_opacity, disc_opacity : float
-        Opacity of the vertebral bodies and of the discs (the maps show through).
+    bone_opacity, disc_opacity, mapped_disc_opacity : float
+        Opacity of the vertebral bodies, of discs without a map and of discs with a map
+        (faint, so that the map's colours seen through the disc surface stay true; the
+        map is outlined and labelled in the disc's colour).
 
     Returns
     -------
@@ -322,7 +325,8 @@ def build_scene(
         if name in BODY_NAMES:
             elements.append(SceneElement(name, "vertebra", poly, colour=BONE_COLOUR, opacity=bone_opacity))
         else:
-            elements.append(SceneElement(name, "disc", poly, level=name, colour=DISC_COLOURS[name], opacity=disc_opacity))
+            opacity = mapped_disc_opacity if name in per_level else disc_opacity
+            elements.append(SceneElement(name, "disc", poly, level=name, colour=DISC_COLOURS[name], opacity=opacity))
     chosen: dict[str, list[int]] = {}
     for level, image in per_level.items():
         if slices is None:
@@ -590,7 +594,9 @@ def render_scene(
         if scene.panel_titles[panel]:
             overlay.AddViewProp(_text(scene.panel_titles[panel], (col0 + col1) / 2 / width, 1 - (title_px + 0.5 * panel_title_px) / height, font))
     if title:
-        overlay.AddViewProp(_text(title, 0.5, 1 - 0.5 * title_px / height, int(font * 1.2)))
+        # a character is about 0.55 font sizes wide: shrink a long title to fit the width
+        title_font = max(min(int(font * 1.2), int(0.95 * width / (0.55 * len(title)))), 8)
+        overlay.AddViewProp(_text(title, 0.5, 1 - 0.5 * title_px / height, title_font))
     window.AddRenderer(overlay)
     bar_box = None
     if colour_bar:
