@@ -19,7 +19,7 @@ from discvbr.errors import DiscVBRError
 from discvbr.io import Image
 from discvbr.levels import DISC_LEVELS
 from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
-from discvbr.render import build_scene, colour_scale, render_scene, render_spine_maps, spine_mesh
+from discvbr.render import build_scene, colour_scale, render_spine_maps, spine_mesh
 from discvbr.render.scene import central_slices, map_plane
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -450,7 +450,7 @@ def _camera_view(
     )
 
 
-def _actor(element: SceneElement, scale_lut, scale: ColourScale):
+def _actor(element: SceneElement, scale_lut):
     from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
 
     mapper = vtkPolyDataMapper()
@@ -567,7 +567,7 @@ def render_scene(
             renderer.SetOcclusionRatio(0.05)
         for element in scene.elements:
             if element.panel is None or element.panel == panel:
-                renderer.AddActor(_actor(element, lut, scene.scale))
+                renderer.AddActor(_actor(element, lut))
         if level_labels:
             for level, anchor in scene.label_anchors.items():
                 text = vtkBillboardTextActor3D()
