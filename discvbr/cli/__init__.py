@@ -45,6 +45,7 @@ def _root(
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
 from discvbr.cli import fit as _fit  # noqa: E402,F401
 from discvbr.cli import stats as _stats  # noqa: E402,F401
+from discvbr.cli import render as _render  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
