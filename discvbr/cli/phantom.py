@@ -25,8 +25,8 @@ def phantom_command(
     t2_times: str = typer.Option("0,12.9,25.7,51.4", "--t2-times", help="T2-preparation echo times, ms (MAPSS default)."),
     followup_fraction: float = typer.Option(0.2, "--followup-fraction", min=0.0, max=1.0, help="Fraction of subjects with a follow-up session."),
     missing_fraction: float = typer.Option(0.05, "--missing-fraction", min=0.0, max=1.0, help="Fraction of clinical cells left empty."),
-    odi_effect: float = typer.Option(-12.0, "--odi-effect", help="Planted L4L5 T1rho change per SD of ODI, ms."),
-    followup_effect: float = typer.Option(-12.0, "--followup-effect", help="Planted L5S1 nucleus T1rho change at follow-up, ms."),
+    odi_effect: float = typer.Option(-30.0, "--odi-effect", help="Planted L4L5 T1rho change per SD of ODI, ms."),
+    followup_effect: float = typer.Option(-20.0, "--followup-effect", help="Planted L5S1 nucleus T1rho change at follow-up, ms."),
     real: Optional[Path] = typer.Option(
         None, "--real", help="Semi-synthetic mode: folder of real anatomies (<subject>/t2w.nii.gz + discs.nii.gz)."
     ),

@@ -111,8 +111,8 @@ class PhantomConfig:
     followup_fraction: float = 0.2
     missing_fraction: float = 0.05
     patient_fraction: float = 0.6
-    odi_effect_ms: float = -12.0
-    followup_effect_ms: float = -12.0
+    odi_effect_ms: float = -30.0
+    followup_effect_ms: float = -20.0
     supersample: int = 3
     seed: int = 0
 
