@@ -8,8 +8,6 @@ when the mask is a label map, and provenance (version, inputs, parameters).
 
 from __future__ import annotations
 
-import datetime
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -23,7 +21,6 @@ from discvbr.errors import DiscVBRError
 if TYPE_CHECKING:
     import numpy as np
 
-MAP_FILES = {"T": "T.nii.gz", "S0": "S0.nii.gz", "r2": "r2.nii.gz", "T_sd": "T_sd.nii.gz", "status": "status.nii.gz"}
 SUMMARY_FILE = "fit.json"
 
 
@@ -78,6 +75,8 @@ def fit_command(
     """Fit mono-exponential T1rho/T2 maps voxel by voxel (S = S0 exp(-t/T))."""
     from discvbr import io
     from discvbr.fitting import estimate_noise_sigma, fit_monoexp, get_preset
+    from discvbr.fitting.outputs import MAP_FILES, fit_summary, write_fit_maps
+    from discvbr.provenance import environment, now
 
     paths = _series_paths(series, list(ctx.args))
     preset_obj = get_preset(preset) if preset else None
@@ -110,9 +109,16 @@ def fit_command(
     elapsed = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, filename in MAP_FILES.items():
-        io.write_image(out / filename, grid.with_array(getattr(result, name)))
-    summary = _summary(result, mask_array, elapsed)
+    write_fit_maps(out, grid, result)
+    summary = {
+        "discvbr_version": __version__,
+        "command": "fit",
+        "created": now(),
+        **fit_summary(result, mask_array),
+        "elapsed_s": round(elapsed, 4),
+    }
+    fitted = summary["voxels"]["fitted"]
+    summary["fits_per_s"] = round(fitted / elapsed) if elapsed > 0 else None
     summary["inputs"] = {
         "series": [str(p) for p in paths],
         "times_ms": data.times.tolist(),
@@ -123,7 +129,7 @@ def fit_command(
     }
     summary["parameters"] = dict(result.params, preset_description=preset_obj.description if preset_obj else None)
     summary["outputs"] = dict(MAP_FILES)
-    summary["provenance"] = _provenance(result.params["backend"])
+    summary["provenance"] = environment()
     io.write_json(out / SUMMARY_FILE, summary)
     median = summary["median_T_ms"]
     typer.echo(
@@ -154,77 +160,3 @@ def _read_on_grid(path: Path, grid, what: str) -> np.ndarray:
             f"spacing {np.round(image.spacing, 4).tolist()} vs {np.round(grid.spacing, 4).tolist()} mm"
         )
     return np.asarray(image.array)
-
-
-def _median(values: np.ndarray) -> float | None:
-    import numpy as np
-
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if values.size else None
-
-
-def _summary(result, mask: np.ndarray | None, elapsed: float) -> dict:
-    """Counts per status, medians overall and per disc label (label maps only)."""
-    import numpy as np
-
-    from discvbr.fitting import FitStatus
-    from discvbr.levels import DISC_LEVELS
-
-    counts = result.status_counts()
-    fitted = int(result.status.size - counts[FitStatus.NOT_FITTED.name])
-    valid = result.valid
-    summary = {
-        "discvbr_version": __version__,
-        "command": "fit",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "voxels": {"total": int(result.status.size), "fitted": fitted, "valid": int(valid.sum())},
-        "status_counts": counts,
-        "status_codes": {int(s): f"{s.name}: {s.description}" for s in FitStatus},
-        "median_T_ms": _median(result.T[valid]),
-        "elapsed_s": round(elapsed, 4),
-        "fits_per_s": round(fitted / elapsed) if elapsed > 0 else None,
-    }
-    if mask is not None and _is_label_map(mask):
-        labels = {}
-        for label in np.unique(mask[mask != 0]):
-            inside = mask == label
-            in_valid = inside & valid
-            key = int(label)
-            labels[str(key)] = {
-                "level": DISC_LEVELS[key - 1] if 1 <= key <= len(DISC_LEVELS) else None,
-                "voxels": int(inside.sum()),
-                "valid": int(in_valid.sum()),
-                "median_T_ms": _median(result.T[in_valid]),
-                "median_T_sd_ms": _median(result.T_sd[in_valid]),
-                "median_S0": _median(result.S0[in_valid]),
-                "median_r2": _median(result.r2[in_valid]),
-            }
-        summary["labels"] = labels
-    return summary
-
-
-def _is_label_map(mask: np.ndarray) -> bool:
-    """Integer-valued with some non-zero value other than 1 (a binary mask is not one)."""
-    import numpy as np
-
-    values = np.unique(mask[np.isfinite(mask)] if np.issubdtype(mask.dtype, np.floating) else mask)
-    values = values[values != 0]
-    return bool(values.size) and bool(np.all(values == np.round(values))) and bool(np.any(values != 1))
-
-
-def _provenance(backend: str) -> dict:
-    import numpy as np
-    import scipy
-
-    info = {
-        "discvbr": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "platform": platform.platform(),
-    }
-    if backend == "torch":
-        import torch
-
-        info["torch"] = torch.__version__
-    return info
