@@ -46,6 +46,7 @@ from discvbr.cli import phantom as _phantom  # noqa: E402,F401
 from discvbr.cli import fit as _fit  # noqa: E402,F401
 from discvbr.cli import stats as _stats  # noqa: E402,F401
 from discvbr.cli import render as _render  # noqa: E402,F401
+from discvbr.cli import run as _run  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image, read_image, require_sagittal
 from discvbr.phantom.anatomy import Samples, Tissue
+from discvbr.phantom.coordinates import disc_coordinates
 from discvbr.phantom.cohort import BASELINE, PhantomConfig, SubjectSpec, draw_bias, effect_amplitudes, subject_rng
 from discvbr.phantom.simulate import PhantomSession, render_session
 
@@ -76,41 +77,13 @@ def _slab(anatomy: RealAnatomy, config: PhantomConfig) -> tuple[slice, int, np.n
     return slice(start, start + n_out * per_slice), per_slice, affine
 
 
-def _disc_coordinates(labels: np.ndarray, spacing: np.ndarray, samples: Samples) -> None:
-    """Normalised (u, v, x) coordinates of every labelled disc voxel, written into ``samples``."""
-    for label in range(1, 6):
-        idx = np.argwhere(labels == label)
-        if idx.size == 0:
-            continue
-        pos = idx * spacing
-        centre = pos.mean(axis=0)
-        yz = pos[:, 1:] - centre[1:]
-        _, vecs = np.linalg.eigh(np.cov(yz.T))
-        e_u = vecs[:, 1] * np.sign(vecs[0, 1] or 1.0)  # major axis, pointing anterior
-        e_v = np.array([-e_u[1], e_u[0]])
-        e_v *= np.sign(e_v[1] or 1.0)  # pointing superior
-        u, v = yz @ e_u, yz @ e_v
-        x = pos[:, 0] - centre[0]
-        un, vn = np.empty_like(u), np.empty_like(v)
-        for xi in np.unique(idx[:, 0]):
-            sl = idx[:, 0] == xi
-            lo, hi = u[sl].min(), u[sl].max()
-            un[sl] = 2.0 * (u[sl] - lo) / max(hi - lo, 1e-6) - 1.0
-            # local thickness: v extent of the disc within 2 mm of each u
-            bins = np.round(u[sl] / 2.0).astype(int)
-            vn_sl = np.empty(sl.sum())
-            for b in np.unique(bins):
-                col = bins == b
-                vlo, vhi = v[sl][col].min() - 0.5, v[sl][col].max() + 0.5
-                vn_sl[col] = 2.0 * (v[sl][col] - vlo) / max(vhi - vlo, 1e-6) - 1.0
-            vn[sl] = vn_sl
-        half_width = max(np.abs(x).max(), 1e-6) + 0.5 * spacing[0]
-        i, j, k = idx.T
-        samples.tissue[i, j, k] = Tissue.DISC
-        samples.disc[i, j, k] = label
-        samples.disc_u[i, j, k] = np.clip(un, -1, 1)
-        samples.disc_v[i, j, k] = np.clip(vn, -1, 1)
-        samples.disc_x[i, j, k] = np.clip(x / half_width, -1, 1)
+def _paint_discs(labels: np.ndarray, spacing: np.ndarray, samples: Samples) -> None:
+    """Mark the labelled discs in ``samples`` with their normalised coordinates."""
+    u, v, x = disc_coordinates(labels, spacing)
+    inside = (labels >= 1) & (labels <= 5)
+    samples.tissue[inside] = Tissue.DISC
+    samples.disc[inside] = labels[inside]
+    samples.disc_u[inside], samples.disc_v[inside], samples.disc_x[inside] = u[inside], v[inside], x[inside]
 
 
 def synthesize_from_real(
@@ -153,7 +126,7 @@ def synthesize_from_real(
         curv_s=np.zeros(shape[1:], np.float32),
         curv_d=np.zeros(shape[1:], np.float32),
     )
-    _disc_coordinates(labels, anatomy.image.spacing, samples)
+    _paint_discs(labels, anatomy.image.spacing, samples)
 
     amplitudes = effect_amplitudes(config, clinical, session)
     bias = draw_bias(rng)
