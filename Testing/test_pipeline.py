@@ -1,0 +1,173 @@
+"""End to end: a cohort through the pipeline, resumed after a kill, a corrupt subject, Dask."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from discvbr import DiscVBRError
+from discvbr.io import read_image
+from discvbr.phantom import PhantomConfig, write_cohort
+from discvbr.pipeline import PipelineConfig, run_pipeline
+from discvbr.pipeline.config import AnalysisSettings, FigureSettings, RegistrationSettings, StatisticsSettings
+
+FAST_TOML = """
+[registration]
+iterations = 40
+
+[statistics]
+permutations = 99
+
+[[statistics.analyses]]
+name = "odi_groups"
+kind = "group"
+variable = "odi"
+cut = 40.0
+
+[[statistics.analyses]]
+name = "t1rho_vs_t2"
+kind = "voxel"
+
+[[statistics.analyses]]
+name = "followup"
+kind = "time"
+
+[figures]
+enabled = false
+"""
+
+
+def _fast_config(figures: bool = False) -> PipelineConfig:
+    return PipelineConfig(
+        registration=RegistrationSettings(iterations=40),
+        statistics=StatisticsSettings(
+            permutations=99,
+            analyses=[
+                AnalysisSettings(name="odi_groups", kind="group", variable="odi", cut=40.0),
+                AnalysisSettings(name="t1rho_vs_t2", kind="voxel"),
+                AnalysisSettings(name="followup", kind="time"),
+            ],
+        ),
+        figures=FigureSettings(enabled=figures, width=300, height=340),
+    )
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Four 2D subjects at 128 x 128, two with a follow-up, with their true masks in the manifest."""
+    out = tmp_path_factory.mktemp("cohort")
+    write_cohort(out, PhantomConfig(n_subjects=4, matrix=128, seed=5, followup_fraction=0.5, missing_fraction=0.0),
+                 with_masks=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(cohort, tmp_path_factory):
+    """One uninterrupted in-process run (with figures and the report)."""
+    out = tmp_path_factory.mktemp("run")
+    return run_pipeline(cohort / "manifest.csv", out, config=_fast_config(figures=True))
+
+
+def _atlas_maps(out: Path) -> dict[str, np.ndarray]:
+    maps = {}
+    for path in sorted((out / "subjects").glob("*/*/maps/atlas/*_T.nii.gz")):
+        maps[str(path.relative_to(out))] = np.asarray(read_image(path).array)
+    for path in sorted((out / "stats").glob("*/p*.nii.gz")):
+        maps[str(path.relative_to(out))] = np.asarray(read_image(path).array)
+    return maps
+
+
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    maps_a, maps_b = _atlas_maps(a), _atlas_maps(b)
+    assert maps_a.keys() == maps_b.keys() and maps_a
+    for name in maps_a:
+        np.testing.assert_allclose(maps_a[name], maps_b[name], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_end_to_end_outputs(finished, cohort):
+    out = finished.out
+    assert {s.status for s in finished.sessions} == {"ok"}
+    assert len(finished.sessions) == 6
+    session = out / "subjects" / "sub-01" / "baseline"
+    for rel in ("masks/discs.nii.gz", "maps/native/t1rho_T.nii.gz", "maps/atlas/t2_T.nii.gz", "registered/t1rho.nii.gz",
+                "transforms/L4L5/TransformParameters.1.txt", "session.json"):
+        assert (session / rel).is_file(), rel
+    atlas = np.asarray(read_image(out / "atlas" / "labels.nii.gz").array)
+    t1rho = np.asarray(read_image(session / "maps" / "atlas" / "t1rho_T.nii.gz").array)
+    assert t1rho.shape == atlas.shape
+    # most atlas-disc voxels carry a fitted value, nothing outside the atlas discs
+    assert np.isfinite(t1rho[atlas > 0]).mean() > 0.95 and not np.isfinite(t1rho[atlas == 0]).any()
+    # registration keeps each disc's values: whole-disc means before and after agree within 5 %
+    roi = pd.read_csv(out / "tables" / "roi_means.csv")
+    wide = roi.pivot_table(index=["subject", "session", "level", "map"], columns="space", values="mean_T_ms")
+    np.testing.assert_allclose(wide["atlas"], wide["native"], rtol=0.05)
+    qc = pd.read_csv(out / "tables" / "registration_qc.csv")
+    assert len(qc) == 6 * 5 and (qc["dice"] > 0.9).all() and (qc["folded_fraction"] == 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["analyses"]["followup"]["status"] == "ok" or summary["analyses"]["followup"]["subjects"] < 3
+    assert summary["analyses"]["t1rho_vs_t2"]["status"] == "ok"
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert len(provenance["inputs"]["files_sha256"]) == 6 * 3  # two series and a mask per session
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 3
+
+
+def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST_TOML)
+    command = [sys.executable, "-m", "discvbr", "run", str(cohort / "manifest.csv"), "--out", str(out), "--config", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(out.glob("subjects/*/*/session.json"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "summary.json").exists()
+    resumed = run_pipeline(cohort / "manifest.csv", out, config=_fast_config())
+    assert sum(bool(s.skipped_steps) for s in resumed.sessions) >= 2
+    assert not list(out.rglob(".tmp-*")), "no half-written file survives"
+    _assert_same_outputs(finished.out, out)
+
+
+def test_a_corrupt_subject_is_reported_and_the_others_finish(cohort, tmp_path):
+    copy = tmp_path / "cohort"
+    shutil.copytree(cohort, copy)
+    broken = copy / "sub-02" / "ses-baseline" / "t2.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:300])
+    result = run_pipeline(copy / "manifest.csv", tmp_path / "run", config=_fast_config())
+    status = {(s.subject, s.session): s for s in result.sessions}
+    failed = status[("sub-02", "baseline")]
+    assert failed.status == "failed" and "t2.nii.gz" in failed.failures[0]["message"]
+    assert all(s.status == "ok" for key, s in status.items() if key != ("sub-02", "baseline"))
+    failures = pd.read_csv(tmp_path / "run" / "tables" / "failures.csv")
+    assert (failures["subject"] == "sub-02").any()
+
+
+def test_two_dask_workers_give_the_in_process_results(cohort, finished, tmp_path):
+    result = run_pipeline(cohort / "manifest.csv", tmp_path / "run", config=_fast_config(), workers=2)
+    assert {s.status for s in result.sessions} == {"ok"}
+    _assert_same_outputs(finished.out, tmp_path / "run")
+
+
+def test_bad_manifest_and_unwritable_output_are_refused(tmp_path, cohort):
+    garbage = tmp_path / "manifest.csv"
+    garbage.write_bytes(b"\x00\xff\x10 not a table")
+    with pytest.raises(DiscVBRError, match="manifest"):
+        run_pipeline(garbage, tmp_path / "out")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DiscVBRError, match="not writable"):
+        run_pipeline(cohort / "manifest.csv", blocker / "out")
