@@ -37,10 +37,6 @@ cut = 40.0
 name = "t1rho_vs_t2"
 kind = "voxel"
 
-[[statistics.analyses]]
-name = "followup"
-kind = "time"
-
 [figures]
 enabled = false
 """
@@ -54,7 +50,6 @@ def _fast_config(figures: bool = False) -> PipelineConfig:
             analyses=[
                 AnalysisSettings(name="odi_groups", kind="group", variable="odi", cut=40.0),
                 AnalysisSettings(name="t1rho_vs_t2", kind="voxel"),
-                AnalysisSettings(name="followup", kind="time"),
             ],
         ),
         figures=FigureSettings(enabled=figures, width=300, height=340),
@@ -63,9 +58,9 @@ def _fast_config(figures: bool = False) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    """Four 2D subjects at 128 x 128, two with a follow-up, with their true masks in the manifest."""
+    """Three 2D subjects at 128 x 128 with their true masks in the manifest (no segmentation needed)."""
     out = tmp_path_factory.mktemp("cohort")
-    write_cohort(out, PhantomConfig(n_subjects=4, matrix=128, seed=5, followup_fraction=0.5, missing_fraction=0.0),
+    write_cohort(out, PhantomConfig(n_subjects=3, matrix=128, seed=5, followup_fraction=0.0, missing_fraction=0.0),
                  with_masks=True)
     return out
 
@@ -96,7 +91,8 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
 def test_end_to_end_outputs(finished, cohort):
     out = finished.out
     assert {s.status for s in finished.sessions} == {"ok"}
-    assert len(finished.sessions) == 6
+    n_sessions = len(pd.read_csv(cohort / "manifest.csv"))
+    assert len(finished.sessions) == n_sessions
     session = out / "subjects" / "sub-01" / "baseline"
     for rel in ("masks/discs.nii.gz", "maps/native/t1rho_T.nii.gz", "maps/atlas/t2_T.nii.gz", "registered/t1rho.nii.gz",
                 "transforms/L4L5/TransformParameters.1.txt", "session.json"):
@@ -111,12 +107,12 @@ def test_end_to_end_outputs(finished, cohort):
     wide = roi.pivot_table(index=["subject", "session", "level", "map"], columns="space", values="mean_T_ms")
     np.testing.assert_allclose(wide["atlas"], wide["native"], rtol=0.05)
     qc = pd.read_csv(out / "tables" / "registration_qc.csv")
-    assert len(qc) == 6 * 5 and (qc["dice"] > 0.9).all() and (qc["folded_fraction"] == 0).all()
+    assert len(qc) == n_sessions * 5 and (qc["dice"] > 0.9).all() and (qc["folded_fraction"] == 0).all()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["analyses"]["followup"]["status"] == "ok" or summary["analyses"]["followup"]["subjects"] < 3
     assert summary["analyses"]["t1rho_vs_t2"]["status"] == "ok"
+    assert (out / "stats" / "t1rho_vs_t2" / "r.nii.gz").is_file()
     provenance = json.loads((out / "provenance.json").read_text())
-    assert len(provenance["inputs"]["files_sha256"]) == 6 * 3  # two series and a mask per session
+    assert len(provenance["inputs"]["files_sha256"]) == n_sessions * 3  # two series and a mask per session
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 3
 
@@ -129,7 +125,7 @@ def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_p
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if len(list(out.glob("subjects/*/*/session.json"))) >= 2:
+        if len(list(out.glob("subjects/*/*/session.json"))) >= 1:
             break
         time.sleep(0.2)
     assert process.poll() is None, "the run ended before it could be killed"
@@ -137,7 +133,7 @@ def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_p
     process.wait()
     assert not (out / "summary.json").exists()
     resumed = run_pipeline(cohort / "manifest.csv", out, config=_fast_config())
-    assert sum(bool(s.skipped_steps) for s in resumed.sessions) >= 2
+    assert sum(bool(s.skipped_steps) for s in resumed.sessions) >= 1
     assert not list(out.rglob(".tmp-*")), "no half-written file survives"
     _assert_same_outputs(finished.out, out)
 

@@ -86,15 +86,20 @@ class Step:
     def start(self) -> None:
         self._started = time.perf_counter()
 
-    def finish(self, outputs: Iterable[str | os.PathLike], **extra: object) -> None:
-        """Record completion; ``outputs`` are paths (absolute or relative to the folder)."""
+    def finish(self, outputs: Iterable[str | os.PathLike], *, seconds: float | None = None, **extra: object) -> None:
+        """Record completion; ``outputs`` are paths (absolute or relative to the folder).
+
+        ``seconds`` is the step's duration when it was not timed from :meth:`start`.
+        """
+        if seconds is None and self._started:
+            seconds = time.perf_counter() - self._started
         folder = Path(self.folder)
         relative = [os.path.relpath(Path(p), folder) if Path(p).is_absolute() else str(p) for p in outputs]
         write_json(self.record_path, {
             "step": self.name,
             "key": self.key,
             "outputs": relative,
-            "seconds": round(time.perf_counter() - self._started, 3) if self._started else None,
+            "seconds": None if seconds is None else round(seconds, 3),
             **extra,
         })
 

@@ -279,7 +279,7 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
         step = pending[[t.label for _, t in pending].index(result.label)][0]
         if hasattr(result, "qc"):
             saved = result.save(folder / "transforms" / result.level)
-            step.finish([saved / "registration.json"], seconds_elastix=round(result.seconds, 3))
+            step.finish([saved / "registration.json"], seconds=result.seconds)
 
     results = run_disc_tasks([t for _, t in pending], jobs=task.disc_jobs, progress=save) if pending else []
     for (step, disc_task), result in zip(pending, results):
