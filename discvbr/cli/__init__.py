@@ -45,6 +45,7 @@ def _root(
 
 # Sub-commands register themselves on `app` when imported.
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+from discvbr.cli import register as _register  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,6 +76,8 @@ class DiscRegistration:
     qc : DiscQC
     seconds : float
         Wall time of the registration.
+    margin_mm : float
+        Crop margin the registration ran with, mm.
     points : ndarray, shape grid + (ndim,)
         Subject-frame position of each atlas-grid voxel (in 2D the grid is the slice).
     det_jacobian : ndarray, shape grid
@@ -94,6 +96,7 @@ class DiscRegistration:
     params: RegistrationParams
     qc: DiscQC
     seconds: float
+    margin_mm: float
     points: np.ndarray = field(repr=False)
     det_jacobian: np.ndarray = field(repr=False)
 
@@ -133,6 +136,7 @@ class DiscRegistration:
             "params": self.params.to_dict(),
             "qc": self.qc.to_dict(),
             "seconds": round(self.seconds, 3),
+            "margin_mm": self.margin_mm,
             "n_stages": len(self.transform_maps),
             "discvbr_version": __version__,
         })
@@ -175,6 +179,7 @@ class DiscRegistration:
             params=params,
             qc=DiscQC.from_dict(meta["qc"]),
             seconds=float(meta.get("seconds", float("nan"))),
+            margin_mm=float(meta["margin_mm"]),
             points=points,
             det_jacobian=det.reshape(grid.shape),
         )
@@ -324,6 +329,7 @@ def register_disc(
         params=params,
         qc=qc,
         seconds=seconds,
+        margin_mm=float(margin_mm),
         points=points,
         det_jacobian=det,
     )
