@@ -187,7 +187,11 @@ def register_command(
     })
     n_ok = int((table.get("status") == "ok").sum()) if not table.empty else 0
     n_flagged = int((table.get("status") == "flagged").sum()) if not table.empty else 0
-    typer.echo(f"registered {n_ok + n_flagged} disc(s) ({n_flagged} flagged), {len(failures)} failed; QC: {out / 'registration_qc.csv'}")
+    resumed = sum(len(plan["done"]) for plan in plans) - sum(not isinstance(r, DiscFailure) for r in results)
+    typer.echo(
+        f"registered {n_ok + n_flagged} disc(s) ({n_flagged} flagged, {resumed} resumed from earlier runs), "
+        f"{len(failures)} failed; QC: {out / 'registration_qc.csv'}"
+    )
     for failure in failures[:10]:
         typer.echo(f"  failed: {failure.message}", err=True)
     if failures:

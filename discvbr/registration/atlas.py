@@ -146,7 +146,7 @@ def build_atlas(
         raise DiscVBRError(f"atlas {name!r}: labels must be a 3D volume, got shape {values.shape}")
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
         raise DiscVBRError(f"atlas {name!r}: labels must be whole numbers 0-5")
-    unexpected = sorted(set(np.unique(values).astype(int)) - set(range(len(DISC_LEVELS) + 1)))
+    unexpected = sorted(set(np.unique(values).astype(int).tolist()) - set(range(len(DISC_LEVELS) + 1)))
     if unexpected:
         raise DiscVBRError(
             f"atlas {name!r}: label values {unexpected} are not discs; expected 0 and 1 = L5S1 ... 5 = L1L2"
