@@ -136,11 +136,12 @@ def register_command(
 
     failures: list[DiscFailure] = []
 
-    with Progress(transient=True) as bar:
+    # no auto-refresh thread: worker processes are forked while the bar is shown
+    with Progress(transient=True, auto_refresh=False) as bar:
         progress_task = bar.add_task("registering discs", total=len(tasks))
 
         def saved(done: int, total: int, result) -> None:
-            bar.update(progress_task, completed=done, description=f"registered {done}/{total} discs")
+            bar.update(progress_task, completed=done, description=f"registered {done}/{total} discs", refresh=True)
 
         results = run_disc_tasks(tasks, jobs=jobs, progress=saved)
     for task, result in zip(tasks, results):

@@ -2,8 +2,10 @@
 
 The transform found on the disc mask is applied to every echo of every series (Iriondo
 et al., MRM 2020, section 2.2), so the mono-exponential fit runs in atlas space. Images are
-interpolated with cubic B-splines (elastix's ``FinalBSplineInterpolationOrder 3``), masks
-with nearest neighbour.
+interpolated with cubic B-splines, masks with nearest neighbour. transformix evaluates the
+transform once per disc (:attr:`DiscRegistration.points`); every echo is then sampled there
+with scipy's cubic B-spline, the interpolant of transformix's ``FinalBSplineInterpolator``
+of order 3 (the test suite checks that both agree to float precision).
 
 Outside values. An atlas-space voxel gets NaN when its source position lies outside the
 subject's image and, by default, when it lies outside the atlas disc: only the disc is
