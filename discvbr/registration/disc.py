@@ -25,7 +25,7 @@ import numpy as np
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
-from discvbr.io import Image, read_image, write_image, write_json
+from discvbr.io import Image, atomic_write, read_image, write_image, write_json
 from discvbr.levels import DISC_LEVELS, level_of
 from discvbr.registration import engine
 from discvbr.registration.atlas import Atlas
@@ -115,8 +115,9 @@ class DiscRegistration:
         Files: ``TransformParameters.0.txt`` (affine) and ``TransformParameters.1.txt``
         (B-spline; it names the affine file as its initial transform), ``parameters.affine.txt``
         and ``parameters.bspline.txt``, ``atlas_disc.nii.gz`` (the atlas-space grid),
-        ``det_jacobian.nii.gz`` and ``registration.json`` (written last: its presence marks
-        a complete folder).
+        ``det_jacobian.nii.gz``, ``points.npy`` (the subject-frame position of every atlas-grid
+        voxel, so that loading needs no transformix run) and ``registration.json`` (written
+        last: its presence marks a complete folder).
         """
         folder = Path(folder)
         for i, pm in enumerate(engine.prepare_transform_maps(self.transform_maps)):
@@ -125,6 +126,9 @@ class DiscRegistration:
             write_parameter_file(folder / f"parameters.{stage}.txt", pm, header=f"elastix parameters that ran: {stage} stage")
         write_image(folder / "atlas_disc.nii.gz", Image(self.grid.array.astype(np.uint8), self.grid.affine))
         write_image(folder / "det_jacobian.nii.gz", Image(self.det_jacobian.astype(np.float32), self.grid.affine))
+        with atomic_write(folder / "points.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, self.points)
         write_json(folder / "registration.json", {
             "subject": self.subject,
             "label": self.label,
@@ -165,7 +169,14 @@ class DiscRegistration:
         except (KeyError, TypeError, ValueError) as exc:
             raise DiscVBRError(f"saved registration in {folder} is incomplete or damaged: {exc}") from None
         grid = Image(np.asarray(grid_image.array) > 0, grid_image.affine)
-        points, det = engine.transform_grid(transform_maps, shape=grid.shape, affine=grid.affine, ndim=ndim)
+        # Stored points avoid running transformix here: elastix results were seen to depend on
+        # ITK work done in a process before it forks registration workers.
+        points_file, det_file = folder / "points.npy", folder / "det_jacobian.nii.gz"
+        if points_file.is_file() and det_file.is_file():
+            points = np.load(points_file)
+            det = np.asarray(read_image(det_file, what="saved Jacobian determinant").array, dtype=float)
+        else:
+            points, det = engine.transform_grid(transform_maps, shape=grid.shape, affine=grid.affine, ndim=ndim)
         return cls(
             subject=str(meta["subject"]),
             label=int(meta["label"]),
