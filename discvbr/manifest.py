@@ -184,7 +184,7 @@ def _variable_order(name: str) -> tuple[int, str]:
     return (known.index(name), name) if name in known else (len(known), name)
 
 
-def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Cohort:
+def read_manifest(path: str | os.PathLike, *, check_images: bool = True, check_files: bool = True) -> Cohort:
     """Read and validate a cohort manifest.
 
     Parameters
@@ -194,6 +194,9 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Coho
     check_images : bool
         Also check that every image exists, that each series has as many echoes as
         times and that all echoes (and the mask) share one grid, from the file headers.
+    check_files : bool
+        With ``check_images=False``: still check that every file exists (the pipeline
+        stops on a missing file, but reports a damaged one for its subject only).
 
     Returns
     -------
@@ -249,7 +252,7 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Coho
     seen: dict[str, int] = {}
     for i, row in enumerate(table.to_dict("records")):
         line = i + 2  # the header is line 1
-        entry = _parse_row(row, line, base, custom_numeric, check_images, problems)
+        entry = _parse_row(row, line, base, custom_numeric, check_images, check_files, problems)
         if entry is None:
             continue
         if entry.key in seen:
@@ -278,6 +281,7 @@ def _parse_row(
     base: Path,
     custom_numeric: dict[str, bool],
     check_images: bool,
+    check_files: bool,
     problems: list[str],
 ) -> SessionEntry | None:
     subject = row.get("subject", "").strip()
@@ -305,6 +309,8 @@ def _parse_row(
         ref = SeriesRef(kind, paths, times)
         if check_images:
             _check_series(ref, where, problems)
+        elif check_files:
+            problems.extend(f"{where}, field '{kind}': file not found: {p}" for p in paths if not p.is_file())
         series[kind] = ref
     if not series and len(problems) == n_before:
         problems.append(f"{where}: no series; fill in {' or '.join(SERIES_KINDS)}")
@@ -315,6 +321,8 @@ def _parse_row(
         mask = _resolve(base, mask_text)
         if check_images and series and len(problems) == n_before:
             _check_mask(mask, next(iter(series.values())), where, problems)
+        elif check_files and not mask.is_file():
+            problems.append(f"{where}, field 'mask': file not found: {mask}")
 
     variables: dict[str, object] = {}
     for column, text in row.items():

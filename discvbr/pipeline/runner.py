@@ -87,8 +87,13 @@ def check_writable(out: Path) -> None:
 def _data_mode(cohort: Cohort) -> str:
     modes = {}
     for entry in cohort:
-        shape, _ = read_geometry(entry.first_series.paths[0], what=f"subject {entry.subject} series")
+        try:
+            shape, _ = read_geometry(entry.first_series.paths[0], what=f"subject {entry.subject} series")
+        except DiscVBRError:
+            continue  # reported when the session runs
         modes[entry.key] = "2d" if min(shape[:3]) == 1 else "3d"
+    if not modes:
+        raise DiscVBRError("no readable series in the manifest")
     kinds = set(modes.values())
     if len(kinds) > 1:
         two = [k for k, m in modes.items() if m == "2d"][:3]
@@ -152,7 +157,9 @@ def run_pipeline(
     out = Path(out)
     check_writable(out)
     config = config or PipelineConfig()
-    cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest)
+    # a missing file stops the run before any work (usually a typo); a damaged image is
+    # reported for its session only, when that session reads it
+    cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest, check_images=False)
     notify = progress or (lambda *args: None)
     handler = _setup_log(out)
     try:
