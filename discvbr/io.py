@@ -34,6 +34,7 @@ __all__ = [
     "Image",
     "EchoSeries",
     "atomic_write",
+    "ensure_writable",
     "write_json",
     "read_image",
     "read_geometry",
@@ -170,6 +171,25 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and check that files can be written in it, before any work.
+
+    Raises
+    ------
+    DiscVBRError
+        Naming the folder, when it cannot be created or written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DiscVBRError(f"output folder {folder} is not writable: {exc}") from None
+    return folder
 
 
 def write_json(path: str | os.PathLike, obj: object) -> Path:

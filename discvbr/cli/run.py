@@ -60,7 +60,8 @@ def run_command(
     from discvbr.errors import DiscVBRError
     from discvbr.pipeline.config import config_template as template
     from discvbr.pipeline.config import load_config
-    from discvbr.pipeline.runner import check_writable, run_pipeline
+    from discvbr.io import ensure_writable
+    from discvbr.pipeline.runner import run_pipeline
 
     if config_template:
         typer.echo(template())
@@ -68,7 +69,7 @@ def run_command(
     if manifest is None or out is None:
         raise DiscVBRError("discvbr run needs a MANIFEST and --out (see discvbr run --help)")
     settings = load_config(config)
-    check_writable(out)
+    ensure_writable(out)
     display, update = _progress_bars()
     with display:
         result = run_pipeline(manifest, out, config=settings, workers=workers, scheduler=scheduler, progress=update)
@@ -92,9 +93,9 @@ def demo_command(
     """
     from discvbr.pipeline.config import load_config
     from discvbr.pipeline.demo import run_demo
-    from discvbr.pipeline.runner import check_writable
+    from discvbr.io import ensure_writable
 
-    check_writable(out)
+    ensure_writable(out)
     display, update = _progress_bars()
     with display:
         result = run_demo(out, subjects=subjects, mode="3d" if three_d else "2d", seed=seed, workers=workers,

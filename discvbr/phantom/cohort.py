@@ -37,7 +37,7 @@ import numpy as np
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
-from discvbr.io import write_image, write_json, write_series
+from discvbr.io import ensure_writable, write_image, write_json, write_series
 from discvbr.levels import DISC_LEVELS
 from discvbr.manifest import SeriesRef, SessionEntry, write_manifest
 from discvbr.phantom.anatomy import SampleGrid, build_spine, rasterize
@@ -240,7 +240,6 @@ def simulate_session(config: PhantomConfig, spec: SubjectSpec, session: str = BA
     if session == FOLLOWUP and spec.followup is None:
         raise DiscVBRError(f"{spec.subject} has no follow-up session")
     rng = subject_rng(config, spec.index, 1 if session == BASELINE else 2)
-    clinical = spec.clinical if session == BASELINE else spec.followup
     rotation = float(rng.normal(0.0, 4.0))
     shift = rng.normal(0.0, 6.0, size=2)
     lateral = float(rng.uniform(-1.5, 1.5))
@@ -254,11 +253,37 @@ def simulate_session(config: PhantomConfig, spec: SubjectSpec, session: str = BA
     through = 3 if config.mode == "2d" else 2
     grid = SampleGrid(shape, affine, config.supersample, through)
     samples = rasterize(geometry, grid, rng=rng)
+    return render_subject_session(
+        samples,
+        config,
+        spec,
+        session,
+        factors=grid.factors,
+        affine=affine,
+        rng=rng,
+        meta={"rotation_deg": rotation, "shift_mm": shift.tolist(), "lateral_offset_mm": lateral, "anatomy": spec.anatomy},
+    )
+
+
+def render_subject_session(
+    samples,
+    config: PhantomConfig,
+    spec: SubjectSpec,
+    session: str,
+    *,
+    factors: tuple[int, int, int],
+    affine: np.ndarray,
+    rng: np.random.Generator,
+    meta: dict,
+    base_properties: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> PhantomSession:
+    """Signals and truth of one session of ``spec`` from its painted samples (synthetic or real anatomy)."""
+    clinical = spec.clinical if session == BASELINE else spec.followup
     amplitudes = effect_amplitudes(config, clinical, session)
     bias = draw_bias(rng)
     result = render_session(
         samples,
-        factors=grid.factors,
+        factors=factors,
         affine=affine,
         degeneration=spec.degeneration,
         effect_amplitudes=amplitudes,
@@ -269,17 +294,15 @@ def simulate_session(config: PhantomConfig, spec: SubjectSpec, session: str = BA
         rng=rng,
         subject=spec.subject,
         session=session,
+        base_properties=base_properties,
     )
     result.meta = {
-        "rotation_deg": rotation,
-        "shift_mm": shift.tolist(),
-        "lateral_offset_mm": lateral,
+        **meta,
         "effect_amplitudes_ms": amplitudes,
         "bias_coefficients": bias.tolist(),
         "clinical": clinical,
         "degeneration": spec.degeneration,
         "pfirrmann": spec.pfirrmann,
-        "anatomy": spec.anatomy,
     }
     return result
 
@@ -327,13 +350,7 @@ def write_cohort(
         Replaces :func:`simulate_session` (used by the semi-synthetic real-anatomy mode).
     """
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DiscVBRError(f"output folder {out} is not writable: {exc}") from None
+    ensure_writable(out)
     simulate = simulate or simulate_session
     specs = [draw_subject(config, i) for i in range(config.n_subjects)]
     total = sum(1 + (s.followup is not None) for s in specs)

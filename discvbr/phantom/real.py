@@ -21,8 +21,8 @@ from discvbr.errors import DiscVBRError
 from discvbr.io import Image, read_image, require_sagittal
 from discvbr.phantom.anatomy import Samples, Tissue
 from discvbr.phantom.coordinates import disc_coordinates
-from discvbr.phantom.cohort import BASELINE, PhantomConfig, SubjectSpec, draw_bias, effect_amplitudes, subject_rng
-from discvbr.phantom.simulate import PhantomSession, render_session
+from discvbr.phantom.cohort import BASELINE, PhantomConfig, SubjectSpec, render_subject_session, subject_rng
+from discvbr.phantom.simulate import PhantomSession
 
 __all__ = ["RealAnatomy", "load_real_anatomies", "synthesize_from_real", "RealAnatomySimulator"]
 
@@ -128,32 +128,17 @@ def synthesize_from_real(
     )
     _paint_discs(labels, anatomy.image.spacing, samples)
 
-    amplitudes = effect_amplitudes(config, clinical, session)
-    bias = draw_bias(rng)
-    result = render_session(
+    return render_subject_session(
         samples,
+        config,
+        spec,
+        session,
         factors=(per_slice, 1, 1),
         affine=affine,
-        degeneration=spec.degeneration,
-        effect_amplitudes=amplitudes,
-        t1rho_times=np.asarray(config.t1rho_times, float),
-        t2_times=np.asarray(config.t2_times, float),
-        snr=config.snr,
-        bias_coefficients=bias,
         rng=rng,
-        subject=spec.subject,
-        session=session,
+        meta={"anatomy": anatomy.name},
         base_properties=(s0, t1rho, t2),
     )
-    result.meta = {
-        "anatomy": anatomy.name,
-        "effect_amplitudes_ms": amplitudes,
-        "bias_coefficients": bias.tolist(),
-        "clinical": clinical,
-        "degeneration": spec.degeneration,
-        "pfirrmann": spec.pfirrmann,
-    }
-    return result
 
 
 class RealAnatomySimulator:

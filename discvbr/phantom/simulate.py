@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from discvbr.io import EchoSeries, Image
 from discvbr.levels import DISC_LEVELS
-from discvbr.phantom.anatomy import T12L1_DISC_ID, Samples, Tissue
+from discvbr.phantom.anatomy import T12L1_DISC_ID, Samples
 from discvbr.phantom.tissues import TISSUE_PROPERTIES, disc_relaxation
 
 __all__ = ["PlantedEffect", "EFFECTS", "SessionTruth", "PhantomSession", "render_session", "SIGNAL_SCALE"]

@@ -20,7 +20,8 @@ import pandas as pd
 from discvbr.io import read_image, write_json
 from discvbr.levels import DISC_LEVELS
 from discvbr.pipeline.config import PipelineConfig
-from discvbr.pipeline.runner import Progress, RunResult, check_writable, run_pipeline
+from discvbr.io import ensure_writable
+from discvbr.pipeline.runner import Progress, RunResult, run_pipeline
 from discvbr.pipeline.session import session_folder
 
 __all__ = ["DemoResult", "run_demo", "evaluate_against_truth"]
@@ -66,7 +67,7 @@ def run_demo(
     from discvbr.phantom import PhantomConfig, write_cohort
 
     out = Path(out)
-    check_writable(out)
+    ensure_writable(out)
     phantom = PhantomConfig(n_subjects=subjects, mode=mode, seed=seed, followup_fraction=followup_fraction)
     cohort_dir = out / "cohort"
     if not _same_phantom(cohort_dir, phantom):

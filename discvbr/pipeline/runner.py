@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from discvbr.errors import DiscVBRError
-from discvbr.io import read_geometry, write_json
+from discvbr.io import ensure_writable, read_geometry, write_json
 from discvbr.manifest import Cohort, read_manifest
 from discvbr.pipeline.cache import file_digest
 from discvbr.pipeline.cohort import AnalysisOutcome, run_analyses, write_tables
@@ -36,7 +36,7 @@ from discvbr.pipeline.config import PipelineConfig, config_to_dict
 from discvbr.pipeline.session import SessionOutcome, SessionTask, process_session
 from discvbr.provenance import environment, now
 
-__all__ = ["RunResult", "run_pipeline", "check_writable", "Progress"]
+__all__ = ["RunResult", "run_pipeline", "Progress"]
 
 log = logging.getLogger("discvbr.pipeline")
 
@@ -71,17 +71,6 @@ class RunResult:
             },
             "report": str(self.report) if self.report else None,
         }
-
-
-def check_writable(out: Path) -> None:
-    """Refuse an output folder that cannot be written, before any work."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DiscVBRError(f"output folder {out} is not writable: {exc}") from None
 
 
 def _data_mode(cohort: Cohort) -> str:
@@ -155,7 +144,7 @@ def run_pipeline(
 
     start = time.perf_counter()
     out = Path(out)
-    check_writable(out)
+    ensure_writable(out)
     config = config or PipelineConfig()
     # a missing file stops the run before any work (usually a typo); a damaged image is
     # reported for its session only, when that session reads it

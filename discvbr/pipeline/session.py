@@ -28,7 +28,7 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.io import EchoSeries, Image, read_image, require_sagittal, write_image, write_json, write_series
-from discvbr.levels import DISC_LEVELS, label_of
+from discvbr.levels import DISC_LEVELS
 from discvbr.manifest import SessionEntry
 from discvbr.pipeline.cache import Step
 from discvbr.pipeline.config import FittingSettings, PipelineConfig, config_to_dict

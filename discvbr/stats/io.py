@@ -148,7 +148,7 @@ def read_variables(path: str | os.PathLike, *, session: str | None = None) -> pd
         raise DiscVBRError(f"variables table {path} could not be read: {exc}") from None
     columns = [str(c).strip().lower() for c in header.columns]
     if "subject" in columns and any(k in columns for k in SERIES_KINDS):
-        table = read_manifest(path, check_images=False).variables()
+        table = read_manifest(path, check_images=False, check_files=False).variables()
         sessions = table.index.get_level_values("session")
         if session is not None:
             if session not in set(sessions):
