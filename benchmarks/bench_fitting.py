@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"].append({"echoes": n_echoes, "engine": name, "fits_per_s": rate,
                                     "cpu_s_per_mfit": 1e6 * cpu / args.voxels, "speedup": rate / base_rate,
                                     "median_abs_diff_ms": float(np.nanmedian(diff))})
-        del y  # noqa: F821 - frees the largest array before the next echo count
+        del y
 
     if args.volume:
         shape = (512, 512, 64)
