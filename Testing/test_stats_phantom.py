@@ -6,14 +6,12 @@ aligned without registration and the test isolates the statistics (with fitting 
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from discvbr.fitting import fit_monoexp
-from discvbr.io import Image
 from discvbr.manifest import encode_variables
 from discvbr.phantom import EFFECTS, PhantomConfig, draw_subject
 from discvbr.phantom.coordinates import effect_weight_map

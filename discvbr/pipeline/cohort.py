@@ -17,7 +17,6 @@ import pandas as pd
 
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image, atomic_write, read_image
-from discvbr.levels import DISC_LEVELS
 from discvbr.manifest import Cohort, encode_variables
 from discvbr.pipeline.cache import Step
 from discvbr.pipeline.config import AnalysisSettings, PipelineConfig, config_to_dict
@@ -231,7 +230,3 @@ def _significant(study, correction: str, alpha: float) -> dict[str, int]:
             counts[level] = int(result.significant(fallback, alpha=alpha).sum())
     return counts
 
-
-def level_order(names: Sequence[str]) -> list[str]:
-    """Disc levels in label order."""
-    return [lvl for lvl in DISC_LEVELS if lvl in names]

@@ -102,13 +102,12 @@ def write_figures_and_report(
         folder = analysis.folder
         section.text = _describe(analysis, correction, config.statistics.alpha)
         stat = "r" if analysis.settings.kind in ("variable", "voxel") else "t"
-        kind_of = {"r": "r", "t": "t"}
         values = _read(folder / f"{stat}.nii.gz")
         p_name = f"p_{correction}" if (folder / f"p_{correction}.nii.gz").is_file() else "p"
         p_values = _read(folder / f"{p_name}.nii.gz")
         quantity = QUANTITY.get(analysis.settings.map, analysis.settings.map)
         if values is not None:
-            path = spine(f"{analysis.settings.name}_{stat}", values, kind=kind_of[stat], quantity=quantity,
+            path = spine(f"{analysis.settings.name}_{stat}", values, kind=stat, quantity=quantity,
                          title=f"{analysis.settings.name}: {stat}")
             if path:
                 section.figures.append(path)
