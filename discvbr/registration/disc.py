@@ -1,0 +1,335 @@
+"""Registration of one disc mask to the same-level atlas disc (mask-guided, elastix).
+
+Per disc (Iriondo et al., MRM 2020, section 2.2): both masks are cropped to the disc's
+bounding box plus a margin; the subject mask is translated so its centroid meets the atlas
+disc's centroid (elastix ``CenterOfGravity`` initialisation of the affine stage); a
+four-resolution recursive-pyramid affine registration scales, rotates and shears it; a
+B-spline registration driven by mutual information plus a rigidity penalty deforms it.
+The fixed image is the atlas disc, so the transform maps atlas positions to subject
+positions and pulls any subject image into atlas space (:mod:`discvbr.registration.apply`).
+
+A :class:`DiscRegistration` keeps the elastix transform parameter maps (saved as the usual
+``TransformParameters.<i>.txt`` files, so a pipeline can resume from them), the parameter
+maps that ran, the atlas-space grid, and the QC numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from discvbr import __version__
+from discvbr.errors import DiscVBRError
+from discvbr.io import Image, read_image, write_image, write_json
+from discvbr.levels import DISC_LEVELS, level_of
+from discvbr.registration import engine
+from discvbr.registration.atlas import Atlas
+from discvbr.registration.crop import bounding_box, crop
+from discvbr.registration.params import (
+    STAGES,
+    ParameterMap,
+    RegistrationParams,
+    build_parameter_maps,
+    read_parameter_file,
+    write_parameter_file,
+)
+from discvbr.registration.qc import DiscQC, QCThresholds, dice, flag_disc, jacobian_summary
+from discvbr.registration.resample import sample
+
+__all__ = ["DEFAULT_MARGIN_MM", "MIN_DISC_VOXELS", "DiscRegistration", "register_disc", "disc_mask", "check_same_grid"]
+
+#: Margin around each disc's bounding box in the crops registered, mm.
+DEFAULT_MARGIN_MM = 10.0
+#: Fewest voxels a disc mask may have to be registered.
+MIN_DISC_VOXELS = 20
+
+
+@dataclass
+class DiscRegistration:
+    """One disc registered to its atlas disc.
+
+    Attributes
+    ----------
+    subject : str
+        Subject (and session) the disc belongs to, as named in messages and tables.
+    label : int
+        Disc label, 1 = L5S1 ... 5 = L1L2.
+    atlas_name : str
+    ndim : int
+        2 (single slice) or 3 (stack).
+    grid : Image
+        The atlas-space grid (atlas disc crop): a bool array, True inside the atlas disc,
+        with its affine. Everything warped by this registration lands on this grid.
+    moving_shape, moving_affine : tuple of int, ndarray
+        Grid of the subject mask the disc came from; images warped with this
+        registration must share it.
+    transform_maps : list of dict
+        elastix transform parameter maps (affine, B-spline), atlas -> subject.
+    parameter_maps : list of dict
+        elastix parameter maps that ran.
+    params : RegistrationParams
+    qc : DiscQC
+    seconds : float
+        Wall time of the registration.
+    margin_mm : float
+        Crop margin the registration ran with, mm.
+    points : ndarray, shape grid + (ndim,)
+        Subject-frame position of each atlas-grid voxel (in 2D the grid is the slice).
+    det_jacobian : ndarray, shape grid
+        Determinant of the spatial Jacobian on the atlas grid (3D layout).
+    """
+
+    subject: str
+    label: int
+    atlas_name: str
+    ndim: int
+    grid: Image
+    moving_shape: tuple[int, ...]
+    moving_affine: np.ndarray
+    transform_maps: list[ParameterMap]
+    parameter_maps: list[ParameterMap]
+    params: RegistrationParams
+    qc: DiscQC
+    seconds: float
+    margin_mm: float
+    points: np.ndarray = field(repr=False)
+    det_jacobian: np.ndarray = field(repr=False)
+
+    @property
+    def level(self) -> str:
+        return level_of(self.label)
+
+    @property
+    def where(self) -> str:
+        """``"subject X, disc L4L5"`` for messages."""
+        return f"subject {self.subject}, disc {self.level}"
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the transform, the parameters that ran, QC and the atlas grid to ``folder``.
+
+        Files: ``TransformParameters.0.txt`` (affine) and ``TransformParameters.1.txt``
+        (B-spline; it names the affine file as its initial transform), ``parameters.affine.txt``
+        and ``parameters.bspline.txt``, ``atlas_disc.nii.gz`` (the atlas-space grid),
+        ``det_jacobian.nii.gz`` and ``registration.json`` (written last: its presence marks
+        a complete folder).
+        """
+        folder = Path(folder)
+        for i, pm in enumerate(engine.prepare_transform_maps(self.transform_maps)):
+            write_parameter_file(folder / f"TransformParameters.{i}.txt", pm)
+        for stage, pm in zip(STAGES, self.parameter_maps):
+            write_parameter_file(folder / f"parameters.{stage}.txt", pm, header=f"elastix parameters that ran: {stage} stage")
+        write_image(folder / "atlas_disc.nii.gz", Image(self.grid.array.astype(np.uint8), self.grid.affine))
+        write_image(folder / "det_jacobian.nii.gz", Image(self.det_jacobian.astype(np.float32), self.grid.affine))
+        write_json(folder / "registration.json", {
+            "subject": self.subject,
+            "label": self.label,
+            "level": self.level,
+            "atlas": self.atlas_name,
+            "ndim": self.ndim,
+            "moving_shape": list(self.moving_shape),
+            "moving_affine": self.moving_affine,
+            "params": self.params.to_dict(),
+            "qc": self.qc.to_dict(),
+            "seconds": round(self.seconds, 3),
+            "margin_mm": self.margin_mm,
+            "n_stages": len(self.transform_maps),
+            "discvbr_version": __version__,
+        })
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "DiscRegistration":
+        """Read a folder written by :meth:`save` (recomputes the sampling points with transformix).
+
+        Raises
+        ------
+        DiscVBRError
+            When the folder is incomplete or its files cannot be read.
+        """
+        folder = Path(folder)
+        meta_path = folder / "registration.json"
+        if not meta_path.is_file():
+            raise DiscVBRError(f"no saved registration in {folder} (registration.json missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            transform_maps = [read_parameter_file(folder / f"TransformParameters.{i}.txt") for i in range(int(meta["n_stages"]))]
+            parameter_maps = [read_parameter_file(folder / f"parameters.{stage}.txt") for stage in STAGES]
+            grid_image = read_image(folder / "atlas_disc.nii.gz", what="saved atlas disc")
+            ndim = int(meta["ndim"])
+            params = RegistrationParams(**meta["params"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DiscVBRError(f"saved registration in {folder} is incomplete or damaged: {exc}") from None
+        grid = Image(np.asarray(grid_image.array) > 0, grid_image.affine)
+        points, det = engine.transform_grid(transform_maps, shape=grid.shape, affine=grid.affine, ndim=ndim)
+        return cls(
+            subject=str(meta["subject"]),
+            label=int(meta["label"]),
+            atlas_name=str(meta["atlas"]),
+            ndim=ndim,
+            grid=grid,
+            moving_shape=tuple(int(s) for s in meta["moving_shape"]),
+            moving_affine=np.asarray(meta["moving_affine"], dtype=float),
+            transform_maps=transform_maps,
+            parameter_maps=parameter_maps,
+            params=params,
+            qc=DiscQC.from_dict(meta["qc"]),
+            seconds=float(meta.get("seconds", float("nan"))),
+            margin_mm=float(meta["margin_mm"]),
+            points=points,
+            det_jacobian=det.reshape(grid.shape),
+        )
+
+
+def disc_mask(mask: Image, label: int, *, subject: str) -> np.ndarray:
+    """Boolean mask of disc ``label`` in a label map, checked.
+
+    Raises
+    ------
+    DiscVBRError
+        When the label is not a disc, the map is not a 3D volume of whole numbers, or the
+        disc is missing or smaller than :data:`MIN_DISC_VOXELS` voxels.
+    """
+    level = level_of(label)
+    values = np.asarray(mask.array)
+    if values.ndim != 3:
+        raise DiscVBRError(f"subject {subject}, disc {level}: the mask must be a 3D label volume, got shape {values.shape}")
+    if values.dtype.kind == "f" and (not np.all(np.isfinite(values)) or np.any(values != np.round(values))):
+        raise DiscVBRError(f"subject {subject}, disc {level}: the mask holds non-integer values; expected disc labels 0-5")
+    binary = values == label
+    count = int(binary.sum())
+    if count == 0:
+        present = [level_of(v) for v in np.unique(values).astype(int) if 1 <= v <= len(DISC_LEVELS)]
+        raise DiscVBRError(
+            f"subject {subject}, disc {level}: the mask has no voxel labelled {label} ({level}); "
+            f"labelled discs: {', '.join(present) or 'none'}"
+        )
+    if count < MIN_DISC_VOXELS:
+        raise DiscVBRError(f"subject {subject}, disc {level}: only {count} voxels (at least {MIN_DISC_VOXELS} needed)")
+    return binary
+
+
+def check_same_grid(image: Image, shape: tuple[int, ...], affine: np.ndarray, *, where: str, what: str) -> None:
+    """Raise a :class:`DiscVBRError` naming ``where`` unless ``image`` lies on ``(shape, affine)``."""
+    reference = Image(np.empty(tuple(shape[:3]), dtype=np.uint8), affine)
+    if not reference.same_grid(image):
+        raise DiscVBRError(
+            f"{where}: the {what} (shape {tuple(image.shape[:3])}, voxel {np.round(image.spacing, 3).tolist()} mm, "
+            f"origin {np.round(image.origin, 2).tolist()}) is not on the grid of the mask (shape {tuple(shape[:3])}, "
+            f"voxel {np.round(reference.spacing, 3).tolist()} mm, origin {np.round(reference.origin, 2).tolist()})"
+        )
+
+
+def _centroid(mask: np.ndarray, affine: np.ndarray, ndim: int) -> np.ndarray:
+    matrix, origin = engine.frame_geometry(affine, ndim)
+    index = np.argwhere(mask).astype(float)
+    index = index[:, 1:] if ndim == 2 else index
+    return index.mean(axis=0) @ matrix.T + origin
+
+
+def register_disc(
+    mask: Image,
+    label: int,
+    atlas: Atlas,
+    *,
+    params: RegistrationParams = RegistrationParams(),
+    subject: str = "subject",
+    margin_mm: float = DEFAULT_MARGIN_MM,
+    thresholds: QCThresholds = QCThresholds(),
+    log_file: str | os.PathLike | None = None,
+) -> DiscRegistration:
+    """Register disc ``label`` of a subject's mask to the atlas disc of the same level.
+
+    Parameters
+    ----------
+    mask : Image
+        The subject's disc label map (1 = L5S1 ... 5 = L1L2) in DiscVBR layout: a single
+        slice ``(1, ny, nz)`` or a stack, matching the atlas's mode.
+    label : int
+        The disc to register.
+    atlas : Atlas
+    params : RegistrationParams
+        Grid spacing, iterations, rigidity weight, seed (defaults: the paper's values).
+    subject : str
+        Name used in messages, tables and saved files.
+    margin_mm : float
+        Margin around both discs' bounding boxes, mm.
+    thresholds : QCThresholds
+        Limits for the QC flags.
+    log_file : path-like, optional
+        Keep elastix's log there.
+
+    Returns
+    -------
+    DiscRegistration
+
+    Raises
+    ------
+    DiscVBRError
+        Naming subject and disc: a label that is not a disc, a disc missing from the mask
+        or the atlas, a 2D mask against a 3D atlas (or the reverse), or a failed registration.
+    """
+    level = level_of(label)
+    where = f"subject {subject}, disc {level}"
+    if not atlas.has(label):
+        have = ", ".join(level_of(v) for v in atlas.levels) or "none"
+        raise DiscVBRError(f"{where}: atlas {atlas.name!r} has no {level} disc; it has: {have}")
+    binary = disc_mask(mask, label, subject=subject)
+    ndim = engine.registration_ndim(mask.shape)
+    if ndim != atlas.ndim:
+        kinds = {2: "a single slice (2D)", 3: "a stack of slices (3D)"}
+        raise DiscVBRError(f"{where}: the mask is {kinds[ndim]} but atlas {atlas.name!r} is {kinds[atlas.ndim]}")
+    fixed = atlas.disc(label, margin_mm=margin_mm)
+    moving = crop(Image(binary.astype(np.float32), mask.affine), bounding_box(binary, mask.spacing, margin_mm=margin_mm))
+    frame_shape = fixed.shape[1:] if ndim == 2 else fixed.shape
+    frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
+    maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
+
+    start = time.perf_counter()
+    try:
+        transform_maps = engine.run_elastix(fixed.array, fixed.affine, moving.array, moving.affine, maps, ndim=ndim, log_file=log_file)
+        points, det = engine.transform_grid(transform_maps, shape=fixed.shape, affine=fixed.affine, ndim=ndim)
+    except RuntimeError as exc:
+        raise DiscVBRError(f"{where}: elastix failed: {str(exc).splitlines()[0]}") from None
+    seconds = time.perf_counter() - start
+    if not (np.all(np.isfinite(points)) and np.all(np.isfinite(det))):
+        raise DiscVBRError(f"{where}: the registration diverged (non-finite transform); try a smaller MaximumStepLength")
+
+    atlas_disc = np.asarray(fixed.array) > 0.5
+    warped = sample(binary, mask.affine, points, ndim=ndim, order=0, cval=0.0).reshape(fixed.shape) > 0.5
+    det = det.reshape(fixed.shape)
+    jac = jacobian_summary(det, atlas_disc)
+    offset = _centroid(binary, mask.affine, ndim) - _centroid(atlas_disc, fixed.affine, ndim)
+    qc = DiscQC(
+        dice=dice(warped, atlas_disc),
+        det_jacobian_mean=jac["mean"],
+        det_jacobian_sd=jac["sd"],
+        det_jacobian_min=jac["min"],
+        det_jacobian_max=jac["max"],
+        folded_fraction=jac["folded_fraction"],
+        centroid_offset_mm=float(np.linalg.norm(offset)),
+        subject_voxels=int(binary.sum()),
+        atlas_voxels=int(atlas_disc.sum()),
+    )
+    qc.flags = flag_disc(qc, thresholds)
+    return DiscRegistration(
+        subject=subject,
+        label=int(label),
+        atlas_name=atlas.name,
+        ndim=ndim,
+        grid=Image(atlas_disc, fixed.affine),
+        moving_shape=tuple(int(s) for s in mask.shape[:3]),
+        moving_affine=np.asarray(mask.affine, dtype=float),
+        transform_maps=transform_maps,
+        parameter_maps=maps,
+        params=params,
+        qc=qc,
+        seconds=seconds,
+        margin_mm=float(margin_mm),
+        points=points,
+        det_jacobian=det,
+    )
