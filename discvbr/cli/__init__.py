@@ -45,6 +45,8 @@ def _root(
 
 # Sub-commands register themselves on `app` when imported.
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+from discvbr.cli import segment as _segment  # noqa: E402,F401
+from discvbr.cli import train as _train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
