@@ -147,7 +147,7 @@ def run_analyses(
                 f"stats-{analysis.name}",
                 folder,
                 {"analysis": config_to_dict(analysis), "statistics": {k: v for k, v in config_to_dict(settings).items() if k != "analyses"},
-                 "subjects": subjects, "variables": variables.astype(str).to_dict()},
+                 "subjects": subjects, "variables": variables.to_csv()},
                 [p for p in map_files if p.is_file()],
             )
             if step.done():
