@@ -56,6 +56,7 @@ __all__ = [
     "segmentation_from_labels",
     "labels_from_segmentation",
     "segment_level",
+    "segment_labelmap",
     "colour_table_from_scale",
     "show_volume_with_colours",
     "model_from_polydata",
@@ -631,8 +632,9 @@ def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, refe
         segment = slicer.vtkSegment()
         segment.SetName(level)
         segment.SetColor(*DISC_COLOURS[level])
+        # a segment's labelmap holds its label value (Slicer's shared-labelmap convention)
         segment.SetLabelValue(label)
-        segment.AddRepresentation(binary, _oriented(values == label, labels.affine))
+        segment.AddRepresentation(binary, _oriented(np.where(values == label, label, 0), labels.affine))
         segmentation.AddSegment(segment, level)
     if reference_volume is not None:
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
@@ -652,6 +654,33 @@ def segment_level(name: str) -> str | None:
         if compact == level:
             return level
     return None
+
+
+def segment_labelmap(node, segment_id: str):
+    """One segment's voxels as a 0/1 vtkOrientedImageData (its own extent), or None when empty.
+
+    A segment's binary labelmap may be shared with other segments (the Segment Editor
+    merges them into layers); its voxels are those holding the segment's label value.
+    """
+    slicer = _slicer()
+    segment = node.GetSegmentation().GetSegment(segment_id)
+    image = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(node, segment_id, image)
+    if image.GetPointData().GetScalars() is None or image.IsEmpty():
+        return None
+    values = _array_from_image_data(image)
+    mask = (values == segment.GetLabelValue()).astype(np.uint8)
+    if not mask.any():
+        return None
+    binary = slicer.vtkOrientedImageData()
+    binary.ShallowCopy(_image_data(mask))
+    binary.SetExtent(image.GetExtent())
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    matrix = vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    binary.SetImageToWorldMatrix(matrix)
+    return binary
 
 
 def labels_from_segmentation(node, *, reference: Image, require: Sequence[str] = DISC_LEVELS, what: str | None = None) -> Image:
@@ -704,9 +733,8 @@ def labels_from_segmentation(node, *, reference: Image, require: Sequence[str] =
         if level in owner:
             raise DiscVBRError(f"{label_text}: segments {owner[level]!r} and {name!r} are both {level}; keep one")
         owner[level] = name
-        extracted = slicer.vtkOrientedImageData()
-        slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(node, segment_id, extracted)
-        if extracted.GetPointData().GetScalars() is None or extracted.IsEmpty():
+        extracted = segment_labelmap(node, segment_id)
+        if extracted is None:
             continue
         resampled = slicer.vtkOrientedImageData()
         slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(extracted, geometry, resampled)

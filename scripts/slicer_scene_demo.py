@@ -75,7 +75,7 @@ def build_scene(manifest: Path, study: Path, *, model: Path | None = None, itera
     model = model or (default_model_path() if default_model_path().is_dir() else None)
     result = None
     if model is not None:
-        seg_node.SetParameter(S.MODEL, str(model))
+        segmentation.use_model_folder(seg_node, model)
         result = segmentation.run(seg_node)
         summary["segmentation"] = f"network ({model})"
         if any(item.missing for item in result.review):

@@ -71,6 +71,9 @@ DEFAULTS = {
 }
 #: Output reference prefix: ``Output.<key>`` points at each output node.
 OUTPUT_PREFIX = "Output."
+#: The shipped elastix parameter files (``discvbr.registration.params.PARAMETER_DIR``, found here
+#: without importing the registration package, so the preset view works before dependencies are installed).
+SHIPPED_PARAMETERS = Path(__file__).resolve().parents[1] / "data" / "elastix"
 
 
 class Cancelled(DiscVBRError):
@@ -277,17 +280,32 @@ class DiscRelaxometryLogic:
         name = P.text(node, ATLAS) or DEFAULTS[ATLAS]
         return load_atlas(name, mode=f"{ndim}d")
 
+    def _registration_values(self, node) -> dict:
+        folder = P.text(node, PARAMETER_FOLDER) or None
+        if folder is not None and not Path(folder).is_dir():
+            raise DiscVBRError(f"parameter preset folder not found: {folder}")
+        return {
+            "final_grid_spacing": P.number(node, GRID_SPACING, label="B-spline grid spacing (voxels)", minimum=0.1),
+            "iterations": P.integer(node, ITERATIONS, label="iterations", minimum=1),
+            "rigidity_weight": P.number(node, RIGIDITY, label="rigidity weight", minimum=0.0),
+            "parameter_dir": folder,
+        }
+
     def registration_params(self, node):
         """:class:`~discvbr.registration.RegistrationParams` of the settings."""
         from discvbr.registration import RegistrationParams
 
-        folder = P.text(node, PARAMETER_FOLDER) or None
-        return RegistrationParams(
-            final_grid_spacing=P.number(node, GRID_SPACING, label="B-spline grid spacing (voxels)", minimum=0.1),
-            iterations=P.integer(node, ITERATIONS, label="iterations", minimum=1),
-            rigidity_weight=P.number(node, RIGIDITY, label="rigidity weight", minimum=0.0),
-            parameter_dir=folder,
-        )
+        return RegistrationParams(**self._registration_values(node))
+
+    @staticmethod
+    def atlas_choices() -> list[str]:
+        """Names of the shipped atlases without their ``-2d``/``-3d`` suffix (the data's mode completes them)."""
+        folder = Path(__file__).resolve().parents[1] / "data" / "atlas"
+        names = set()
+        for meta in folder.glob("*/atlas.json"):
+            name = meta.parent.name
+            names.add(name[:-3] if name.endswith(("-2d", "-3d")) else name)
+        return sorted(names)
 
     def registration_runner(self, node, *, ndim: int):
         """The elastix runner of the ``Engine`` setting and its description.
@@ -320,6 +338,8 @@ class DiscRelaxometryLogic:
             return "Select the echo volumes (or a sequence) of a T1rho or T2 series"
         for kind, name in KINDS.items():
             count = node.GetNumberOfNodeReferences(echo_role(kind))
+            if count and node.GetNodeReference(series_role(kind)) is not None:
+                return f"{name}: select either echo volumes or one series node, not both"
             if count == 1:
                 return f"{name}: select at least two echo volumes"
             if count and not P.text(node, times_parameter(kind)):
@@ -327,7 +347,7 @@ class DiscRelaxometryLogic:
         if node.GetNodeReference(SEGMENTATION) is None:
             return "Select the disc segmentation"
         try:
-            self.registration_params(node)
+            self._registration_values(node)
             P.choice(node, ENGINE, ENGINES, label="registration engine")
             P.choice(node, FIT_METHOD, FIT_METHODS, label="fit method")
             self._fit_limits(node)
@@ -343,13 +363,18 @@ class DiscRelaxometryLogic:
 
     # ------------------------------------------------------------------ presets
 
+    @staticmethod
+    def preset_file_names(ndim: int) -> tuple[str, str]:
+        """Names of the affine and B-spline parameter files of a 2D or 3D preset."""
+        if ndim not in (2, 3):
+            raise DiscVBRError(f"registration dimension must be 2 or 3, got {ndim}")
+        return (f"affine-{ndim}d.txt", f"bspline-{ndim}d.txt")
+
     def parameter_texts(self, node, *, ndim: int) -> dict[str, str]:
         """The elastix parameter files the run will start from (file name -> text), for showing and editing."""
-        from discvbr.registration.params import PARAMETER_DIR, parameter_file_names
-
-        folder = Path(P.text(node, PARAMETER_FOLDER) or PARAMETER_DIR)
+        folder = Path(P.text(node, PARAMETER_FOLDER) or SHIPPED_PARAMETERS)
         texts = {}
-        for name in parameter_file_names(ndim):
+        for name in self.preset_file_names(ndim):
             path = folder / name
             if not path.is_file():
                 raise DiscVBRError(f"parameter preset {folder} has no {name}")
@@ -372,9 +397,9 @@ class DiscRelaxometryLogic:
             A file name that is not one of the two, a line that is not an elastix entry, or
             a stage whose Transform is not the expected one; the folder is left unchanged.
         """
-        from discvbr.registration.params import load_parameter_files, parameter_file_names
+        from discvbr.registration.params import load_parameter_files
 
-        names = parameter_file_names(ndim)
+        names = self.preset_file_names(ndim)
         if set(texts) != set(names):
             raise DiscVBRError(f"a {ndim}D preset needs exactly {', '.join(names)}, got {', '.join(sorted(texts))}")
         folder = Path(folder)

@@ -33,11 +33,16 @@ MODULE = "DiscSegmentation"
 #: Node references of the parameter node.
 INPUT, SEGMENTATION, UNCERTAINTY = "InputVolume", "Segmentation", "Uncertainty"
 #: Settings of the parameter node.
-MODEL, DEVICE, THRESHOLD, MIN_SIZE = "Model", "Device", "Threshold", "MinimumSize"
+MODEL_SOURCE, MODEL_FOLDER = "ModelSource", "ModelFolder"
+DEVICE, THRESHOLD, MIN_SIZE = "Device", "Threshold", "MinimumSize"
+MODEL_SOURCES = ("shipped", "folder")
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULTS = {MODEL: "default", DEVICE: "auto", THRESHOLD: "0.5", MIN_SIZE: "125"}
+DEFAULTS = {MODEL_SOURCE: "shipped", MODEL_FOLDER: "", DEVICE: "auto", THRESHOLD: "0.5", MIN_SIZE: "125"}
 #: Attribute of a segmentation node holding the segmentation report (JSON), saved with the scene.
 REPORT_ATTRIBUTE = "DiscVBR.SegmentationReport"
+#: Folder of the shipped default model (``discvbr.segmentation.default_model_path()``, found here
+#: without importing torch, so the module's checks run before the dependencies are installed).
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "cfcm-compact"
 
 
 @dataclass(frozen=True)
@@ -151,12 +156,18 @@ class DiscSegmentationLogic:
 
     # ------------------------------------------------------------------ settings
 
+    def use_model_folder(self, node, folder: str | os.PathLike) -> None:
+        """Segment with a model or ensemble folder (several folders separated by ';' are one ensemble)."""
+        was = node.StartModify()
+        node.SetParameter(MODEL_SOURCE, "folder")
+        node.SetParameter(MODEL_FOLDER, str(folder))
+        node.EndModify(was)
+
     def model_folders(self, node) -> list[Path] | None:
-        """Model folders of the ``Model`` setting (several separated by ';'), or None for the shipped model."""
-        value = P.text(node, MODEL)
-        if value in ("", "default"):
+        """The chosen model folders, or None for the shipped model."""
+        if P.choice(node, MODEL_SOURCE, MODEL_SOURCES, label="model") == "shipped":
             return None
-        return [Path(p.strip()).expanduser() for p in value.split(";") if p.strip()]
+        return [Path(p.strip()).expanduser() for p in P.text(node, MODEL_FOLDER).split(";") if p.strip()]
 
     def disabled_reason(self, node) -> str | None:
         """Why Apply cannot run now, in words for the button's tooltip, or None when it can."""
@@ -165,11 +176,13 @@ class DiscSegmentationLogic:
             return "Select the input volume (the first echo of a T1rho or T2 series)"
         if volume.GetImageData() is None:
             return f"The volume {volume.GetName()!r} has no voxel data"
+        if P.text(node, MODEL_SOURCE) not in MODEL_SOURCES:
+            return f"Model must be one of {', '.join(MODEL_SOURCES)}"
         folders = self.model_folders(node)
+        if folders == []:
+            return "Choose a model or ensemble folder"
         if folders is None:
-            from discvbr.segmentation.model_store import default_model_path
-
-            if not default_model_path().is_dir():
+            if not SHIPPED_MODEL.is_dir():
                 return "The shipped model is not installed; choose a model or ensemble folder"
         else:
             for folder in folders:
@@ -373,13 +386,10 @@ def uncertainty_scale():
 
 
 def _segment_size_and_centre(segmentation, segment_id: str) -> tuple[int, tuple[float, float, float] | None]:
-    import slicer
+    from discvbr.mrml import _array_from_image_data, _numpy_matrix, segment_labelmap
 
-    from discvbr.mrml import _array_from_image_data, _numpy_matrix
-
-    image = slicer.vtkOrientedImageData()
-    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(segmentation, segment_id, image)
-    if image.GetPointData().GetScalars() is None or image.IsEmpty():
+    image = segment_labelmap(segmentation, segment_id)
+    if image is None:
         return 0, None
     mask = _array_from_image_data(image) > 0
     count = int(mask.sum())

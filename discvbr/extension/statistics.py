@@ -26,7 +26,18 @@ from discvbr.extension import parameters as P
 from discvbr.extension.process import CommandProcess, discvbr_command
 from discvbr.io import Image
 
-__all__ = ["MODULE", "DEFAULTS", "StudyInfo", "StatisticsOutput", "DiscStatisticsLogic", "map_kind", "read_study"]
+__all__ = [
+    "MODULE",
+    "DEFAULTS",
+    "StudyInfo",
+    "StatisticsOutput",
+    "DiscStatisticsLogic",
+    "map_kind",
+    "read_study",
+    "check_study_folder",
+    "study_manifest",
+    "study_analyses",
+]
 
 MODULE = "DiscStatistics"
 STUDY, MANIFEST, NAME = "StudyFolder", "Manifest", "AnalysisName"
@@ -105,8 +116,36 @@ class StudyInfo:
     analyses: dict[str, Path]
 
 
+def check_study_folder(folder: str | os.PathLike) -> Path:
+    """The folder, if it is a ``discvbr run`` output folder (cheap: looks at names only).
+
+    Raises
+    ------
+    DiscVBRError
+        When it has no ``atlas/labels.nii.gz`` or no ``subjects/``.
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / "atlas" / "labels.nii.gz").is_file() or not (folder / "subjects").is_dir():
+        raise DiscVBRError(f"{folder} is not a study folder written by discvbr run (no atlas/labels.nii.gz or subjects/)")
+    return folder
+
+
+def study_manifest(folder: str | os.PathLike) -> Path | None:
+    """The manifest a study was run from (its ``provenance.json``), when that file still exists."""
+    provenance = Path(folder) / "provenance.json"
+    if not provenance.is_file():
+        return None
+    recorded = json.loads(provenance.read_text()).get("inputs", {}).get("manifest", {}).get("path")
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+
+def study_analyses(folder: str | os.PathLike) -> dict[str, Path]:
+    """Analyses of a study with results (``stats/<name>/provenance.json``), by name."""
+    return {p.parent.name: p.parent for p in sorted((Path(folder) / "stats").glob("*/provenance.json"))}
+
+
 def read_study(folder: str | os.PathLike) -> StudyInfo:
-    """Read a ``discvbr run`` output folder.
+    """Read a ``discvbr run`` output folder (atlas, manifest, sessions, analyses).
 
     Raises
     ------
@@ -115,19 +154,10 @@ def read_study(folder: str | os.PathLike) -> StudyInfo:
     """
     from discvbr.registration import load_atlas
 
-    folder = Path(folder)
-    if not (folder / "atlas" / "labels.nii.gz").is_file() or not (folder / "subjects").is_dir():
-        raise DiscVBRError(f"{folder} is not a study folder written by discvbr run (no atlas/labels.nii.gz or subjects/)")
+    folder = check_study_folder(folder)
     atlas = load_atlas(folder / "atlas")
-    manifest = None
-    provenance = folder / "provenance.json"
-    if provenance.is_file():
-        recorded = json.loads(provenance.read_text()).get("inputs", {}).get("manifest", {}).get("path")
-        if recorded and Path(recorded).is_file():
-            manifest = Path(recorded)
     sessions = [json.loads(p.read_text()) for p in sorted((folder / "subjects").glob("*/*/session.json"))]
-    analyses = {p.parent.name: p.parent for p in sorted((folder / "stats").glob("*/provenance.json"))}
-    return StudyInfo(folder, atlas.labels, atlas.name, manifest, sessions, analyses)
+    return StudyInfo(folder, atlas.labels, atlas.name, study_manifest(folder), sessions, study_analyses(folder))
 
 
 @dataclass
@@ -176,6 +206,9 @@ class DiscStatisticsLogic:
         """The analysis of the settings as the pipeline's :class:`~discvbr.pipeline.config.AnalysisSettings`."""
         from discvbr.pipeline.config import AnalysisSettings
 
+        return AnalysisSettings(**self._analysis_values(node))
+
+    def _analysis_values(self, node) -> dict:
         kind = P.choice(node, KIND, ANALYSIS_KINDS, label="analysis")
         variable = P.text(node, VARIABLE)
         if kind in ("variable", "group") and not variable:
@@ -188,7 +221,7 @@ class DiscStatisticsLogic:
         name = P.text(node, NAME)
         if not name or any(ch in name for ch in "/\\:") or name.startswith("."):
             raise DiscVBRError(f"analysis name {name!r} must be a plain folder name")
-        return AnalysisSettings(
+        return dict(
             name=name,
             kind=kind,
             map=P.choice(node, MAP, MAP_KINDS, label="map"),
@@ -202,7 +235,7 @@ class DiscStatisticsLogic:
             followup=P.text(node, FOLLOWUP) or "followup",
         )
 
-    def manifest(self, node, study: StudyInfo) -> Path:
+    def manifest(self, node) -> Path:
         """The manifest whose variables the analysis uses (the setting, else the study's own)."""
         given = P.text(node, MANIFEST)
         if given:
@@ -210,19 +243,21 @@ class DiscStatisticsLogic:
             if not path.is_file():
                 raise DiscVBRError(f"manifest not found: {path}")
             return path
-        if study.manifest is None:
-            raise DiscVBRError(f"the manifest of {study.folder} was moved or deleted; choose it (the variables come from it)")
-        return study.manifest
+        folder = check_study_folder(P.text(node, STUDY))
+        recorded = study_manifest(folder)
+        if recorded is None:
+            raise DiscVBRError(f"the manifest of {folder} was moved or deleted; choose it (the variables come from it)")
+        return recorded
 
     def disabled_reason(self, node) -> str | None:
-        """Why Run cannot start now, or None."""
+        """Why Run cannot start now, or None (cheap checks: nothing is read but names and JSON)."""
         folder = P.text(node, STUDY)
         if not folder:
             return "Choose a study folder (the output of discvbr run) or run a manifest first"
         try:
-            study = read_study(folder)
-            self.analysis_settings(node)
-            self.manifest(node, study)
+            check_study_folder(folder)
+            self._analysis_values(node)
+            self.manifest(node)
             self._inference(node)
         except DiscVBRError as exc:
             return str(exc)
@@ -275,7 +310,7 @@ class DiscStatisticsLogic:
         settings = self.analysis_settings(node)
         inference = self._inference(node)
         notify(0.05, "reading the cohort")
-        cohort = read_manifest(self.manifest(node, study), check_images=False)
+        cohort = read_manifest(self.manifest(node), check_images=False)
         fields = set(SessionOutcome.__dataclass_fields__)
         outcomes = [SessionOutcome(**{k: v for k, v in s.items() if k in fields}) for s in study.sessions]
         config = PipelineConfig(statistics=StatisticsSettings(analyses=[settings], **inference))
@@ -388,6 +423,22 @@ class DiscStatisticsLogic:
         scale = self._scale(kind, values.array, quantity, alpha)
         spine = build_scene(study.atlas, values, kind=kind, quantity=quantity, vmin=scale.vmin, vmax=scale.vmax, alpha=alpha)
         return models_from_spine_scene(self.scene, spine, name=f"{name} {stem} on the spine")
+
+    def show_map_on_mesh(self, node, output: StatisticsOutput, stem: str):
+        """Replace the map drawn on the spine mesh by another map of the same analysis."""
+        maps = {p.name[: -len(".nii.gz")]: p for p in output.folder.glob("*.nii.gz")}
+        if stem not in maps:
+            raise DiscVBRError(f"analysis {output.name} has no map {stem!r}; it has {', '.join(sorted(maps))}")
+        from discvbr.mrml import NodeTransaction
+
+        study = read_study(P.text(node, STUDY))
+        with NodeTransaction(self.scene):
+            models = self._mesh(study, maps[stem], stem, name=output.name, quantity=self._quantity(output.provenance), alpha=self._alpha(node))
+            _hierarchy(self.scene).SetItemParent(models.folder, output.subject_folder)
+        if output.models is not None:
+            _hierarchy(self.scene).RemoveItem(output.models.folder, True, True)
+        output.models, output.shown = models, stem
+        return models
 
     # ------------------------------------------------------------------ export
 
