@@ -41,6 +41,7 @@ from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 
 __all__ = [
     "NodeTransaction",
+    "TemporaryNodes",
     "SpineModels",
     "new_scene",
     "load_scene",
@@ -58,6 +59,7 @@ __all__ = [
     "segment_level",
     "segment_labelmap",
     "colour_table_from_scale",
+    "shared_colour_table",
     "show_volume_with_colours",
     "model_from_polydata",
     "add_colour_legend",
@@ -198,10 +200,21 @@ class NodeTransaction:
 
     def __exit__(self, kind, value, traceback) -> bool:
         if kind is not None:
-            for node_id in reversed([i for i in self._ids() if i not in self._before]):
-                node = self.scene.GetNodeByID(node_id)
-                if node is not None:
-                    self.scene.RemoveNode(node)
+            self._remove_added()
+        return False
+
+    def _remove_added(self) -> None:
+        for node_id in reversed([i for i in self._ids() if i not in self._before]):
+            node = self.scene.GetNodeByID(node_id)
+            if node is not None:
+                self.scene.RemoveNode(node)
+
+
+class TemporaryNodes(NodeTransaction):
+    """Remove every node added to a scene inside a ``with`` block when it ends, whatever happens."""
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        self._remove_added()
         return False
 
 
@@ -588,7 +601,7 @@ def _oriented(mask: np.ndarray, affine: np.ndarray):
     return image
 
 
-def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, reference_volume=None):
+def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, reference_volume=None, role: str = "disc segmentation"):
     """A segmentation node with the five disc segments of a label map.
 
     Parameters
@@ -603,6 +616,9 @@ def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, refe
     reference_volume : vtkMRMLVolumeNode, optional
         Volume whose grid the Segment Editor uses for this segmentation (the image the
         labels belong to).
+    role : str
+        ``DiscVBR.Role`` attribute (``"disc segmentation"``: a subject's discs, which
+        DiscRelaxometry offers as its input; ``"atlas discs"`` for an atlas).
 
     Returns
     -------
@@ -620,7 +636,7 @@ def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, refe
         raise DiscVBRError(f"{name}: label value {bad[0]} is not a disc label (0 background, 1 = L5S1 ... 5 = L1L2)")
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.SetAttribute(ROLE_ATTRIBUTE, "disc segmentation")
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
     segmentation = node.GetSegmentation()
     segmentation.RemoveAllSegments()
     binary = _binary_name()
@@ -802,6 +818,14 @@ def colour_table_from_scale(scene, scale, *, name: str, node=None):
     node.SetAttribute("DiscVBR.Title", scale.title)
     node.Modified()
     return node, (lo, hi)
+
+
+def shared_colour_table(scene, scale, *, role: str, name: str):
+    """The scene's colour table for a fixed scale (one per ``role``: created once, refilled after)."""
+    node, _ = _tagged_node(scene, "vtkMRMLColorTableNode", role, name)
+    node, value_range = colour_table_from_scale(scene, scale, name=name, node=node)
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
+    return node, value_range
 
 
 def show_volume_with_colours(volume, colour_node, value_range: tuple[float, float]) -> None:
@@ -1075,6 +1099,7 @@ def points_from_transform(node, grid: Image, *, ndim: int) -> np.ndarray:
     source = vtkPoints()
     source.SetData(numpy_to_vtk(np.ascontiguousarray(positions.reshape(-1, 3)), deep=True))
     target = vtkPoints()
+    target.SetDataTypeToDouble()
     node.GetTransformFromParent().TransformPoints(source, target)
     moved = vtk_to_numpy(target.GetData()).astype(float).reshape(positions.shape)
     frame = _ras_to_frame(moved, ndim=ndim)

@@ -55,13 +55,12 @@ class SlicerElastixRunner:
             elastix_logic.logCallback = log
 
     def __call__(self, fixed: Image, moving: Image, parameter_maps: Sequence[dict], *, ndim: int):
-        from discvbr.mrml import det_jacobian_from_points, points_from_transform, volume_from_image
+        from discvbr.mrml import TemporaryNodes, det_jacobian_from_points, points_from_transform, volume_from_image
         from discvbr.registration.params import STAGES, write_parameter_file
 
         if ndim != 3:
             raise RuntimeError("SlicerElastix registers 3D volumes; single-slice data are registered with itk-elastix")
-        created = []
-        with tempfile.TemporaryDirectory(prefix="discvbr-slicer-elastix-") as folder:
+        with tempfile.TemporaryDirectory(prefix="discvbr-slicer-elastix-") as folder, TemporaryNodes(self.scene):
             files = [
                 write_parameter_file(
                     Path(folder) / f"{i}-{stage}.txt", dict(pm, WriteResultImage=("false",)),
@@ -69,27 +68,19 @@ class SlicerElastixRunner:
                 )
                 for i, (stage, pm) in enumerate(zip(STAGES, parameter_maps))
             ]
-            try:
-                fixed_node = volume_from_image(self.scene, fixed, name="DiscVBR atlas disc (temporary)")
-                created.append(fixed_node)
-                moving_node = volume_from_image(self.scene, moving, name="DiscVBR subject disc (temporary)")
-                created.append(moving_node)
-                transform = self.scene.AddNewNodeByClass("vtkMRMLTransformNode", "DiscVBR disc transform (temporary)")
-                created.append(transform)
-                self.elastix_logic.registerVolumes(
-                    fixedVolumeNode=fixed_node,
-                    movingVolumeNode=moving_node,
-                    parameterFilenames=[str(f) for f in files],
-                    outputTransformNode=transform,
-                    forceDisplacementFieldOutputTransform=True,
-                )
-                if transform.GetTransformFromParent() is None or transform.IsLinear():
-                    raise RuntimeError("SlicerElastix returned no displacement field (cancelled, or elastix failed: see its log)")
-                grid = Image(np.empty(fixed.shape[:3], np.uint8), fixed.affine)
-                points = points_from_transform(transform, grid, ndim=3)
-                det = det_jacobian_from_points(points, grid, ndim=3)
-            finally:
-                for node in created:
-                    if node.GetScene() is not None:
-                        self.scene.RemoveNode(node)
+            fixed_node = volume_from_image(self.scene, fixed, name="DiscVBR atlas disc (temporary)")
+            moving_node = volume_from_image(self.scene, moving, name="DiscVBR subject disc (temporary)")
+            transform = self.scene.AddNewNodeByClass("vtkMRMLTransformNode", "DiscVBR disc transform (temporary)")
+            self.elastix_logic.registerVolumes(
+                fixedVolumeNode=fixed_node,
+                movingVolumeNode=moving_node,
+                parameterFilenames=[str(f) for f in files],
+                outputTransformNode=transform,
+                forceDisplacementFieldOutputTransform=True,
+            )
+            if transform.GetTransformFromParent() is None or transform.IsLinear():
+                raise RuntimeError("SlicerElastix returned no displacement field (cancelled, or elastix failed: see its log)")
+            grid = Image(np.empty(fixed.shape[:3], np.uint8), fixed.affine)
+            points = points_from_transform(transform, grid, ndim=3)
+            det = det_jacobian_from_points(points, grid, ndim=3)
         return [], points, det

@@ -41,6 +41,7 @@ __all__ = [
     "RelaxometryOutput",
     "DiscRelaxometryLogic",
     "checkerboard",
+    "registered_discs",
 ]
 
 MODULE = "DiscRelaxometry"
@@ -108,6 +109,25 @@ def checkerboard(a: np.ndarray, b: np.ndarray, *, squares: int = 8) -> np.ndarra
     k = (np.arange(a.shape[2]) * squares) // max(a.shape[2], 1)
     take_a = ((j[:, None] + k[None, :]) % 2 == 0)[None, :, :]
     return np.where(take_a, a, b)
+
+
+def registered_discs(registrations: dict, labels: Image, atlas_labels: Image) -> Image:
+    """The subject's discs in atlas space, each on its whole registration crop, for QC.
+
+    Unlike the maps (kept inside the atlas discs), every voxel of a disc's crop where the
+    warped subject disc lies is labelled, so the QC view shows a subject disc that spills
+    over the atlas outline.
+    """
+    from discvbr.registration import warp_mask
+
+    out = np.zeros(atlas_labels.shape[:3], np.uint8)
+    inverse = np.linalg.inv(atlas_labels.affine)
+    for label, reg in registrations.items():
+        warped = np.asarray(warp_mask(reg, labels).array) == label
+        start = np.rint((inverse @ np.append(reg.grid.origin, 1.0))[:3]).astype(int)
+        box = tuple(slice(s, s + n) for s, n in zip(start, warped.shape))
+        out[box][warped] = label
+    return Image(out, atlas_labels.affine)
 
 
 @dataclass(frozen=True)
@@ -446,7 +466,7 @@ class DiscRelaxometryLogic:
             left unchanged.
         """
         from discvbr.fitting import fit_monoexp
-        from discvbr.registration import apply_registration, paste_discs, register_disc, warp_mask
+        from discvbr.registration import apply_registration, paste_discs, register_disc
 
         notify = progress or (lambda fraction, text: None)
         stop = cancelled or (lambda: False)
@@ -509,16 +529,15 @@ class DiscRelaxometryLogic:
             atlas_fits[kind] = fit(warped[kind], registered_labels > 0)
         check()
         notify(0.9, "registration QC")
-        subject_discs = paste_discs({label: warp_mask(reg, labels) for label, reg in registrations.items()}, atlas)
-        subject_discs = np.where(np.isfinite(subject_discs.array), subject_discs.array, 0).astype(np.uint8)
+        subject_discs = registered_discs(registrations, labels, atlas.labels)
         det = paste_discs({label: Image(reg.det_jacobian.astype(np.float32), reg.grid.affine) for label, reg in registrations.items()}, atlas)
-        board = checkerboard((atlas_labels > 0).astype(np.float32), (subject_discs > 0).astype(np.float32) * 2.0)
+        board = checkerboard((atlas_labels > 0).astype(np.float32), (subject_discs.array > 0).astype(np.float32) * 2.0)
         qc = self._qc_table(registrations, failures, engine)
         check()
         notify(0.95, "adding the results to the scene")
         output = self._add_nodes(
             node, subject=subject, series=series, native=native, warped=warped, atlas_fits=atlas_fits, atlas=atlas,
-            subject_discs=Image(subject_discs, atlas.labels.affine), det=det, board=Image(board, atlas.labels.affine),
+            subject_discs=subject_discs, det=det, board=Image(board, atlas.labels.affine),
             qc=qc, registrations=registrations, ndim=ndim,
         )
         output.failures = failures
@@ -557,6 +576,7 @@ class DiscRelaxometryLogic:
             place_in_folder,
             segmentation_from_labels,
             sequence_from_series,
+            shared_colour_table,
             show_volume_with_colours,
             table_from_dataframe,
             transform_from_points,
@@ -588,13 +608,13 @@ class DiscRelaxometryLogic:
                 nodes[f"{kind} registered echoes"] = sequence
                 if browser is not None:
                     nodes[f"{kind} registered echoes browser"] = browser
-            nodes["atlas discs"] = segmentation_from_labels(scene, atlas.labels, name=f"atlas {atlas.name} discs")
+            nodes["atlas discs"] = segmentation_from_labels(scene, atlas.labels, name=f"atlas {atlas.name} discs", role="atlas discs")
             nodes["atlas discs"].GetDisplayNode().SetAllSegmentsVisibility2DFill(False)  # outlines over the registered discs
             registered = volume_from_image(scene, subject_discs, name=f"{subject} discs in atlas space", labelmap=True, role="registered discs")
             nodes["registered discs"] = registered
             nodes["checkerboard"] = volume_from_image(scene, board, name=f"{subject} checkerboard atlas/subject discs", role="checkerboard")
             jacobian_scale = colour_scale("t", vmin=-1.0, vmax=1.0)
-            jacobian_colours, _ = colour_table_from_scale(scene, jacobian_scale, name="DiscVBR Jacobian colours")
+            jacobian_colours, _ = shared_colour_table(scene, jacobian_scale, role="jacobian colours", name="DiscVBR Jacobian colours")
             det_node = volume_from_image(scene, Image(np.asarray(det.array, np.float32), det.affine), name=f"{subject} Jacobian determinant", role="det jacobian")
             show_volume_with_colours(det_node, jacobian_colours, (0.0, 2.0))  # blue: compression, white: 1, red: expansion
             nodes["det jacobian"] = det_node

@@ -292,8 +292,8 @@ class DiscSegmentationLogic:
     def _store(self, node, labels: Image, *, uncertainty: Image | None, report: dict, name: str) -> SegmentationOutput:
         from discvbr.mrml import (
             NodeTransaction,
-            colour_table_from_scale,
             segmentation_from_labels,
+            shared_colour_table,
             show_volume_with_colours,
             volume_from_image,
         )
@@ -311,7 +311,7 @@ class DiscSegmentationLogic:
                     self.scene, Image(np.asarray(uncertainty.array, np.float32), uncertainty.affine),
                     name=f"{name} disc uncertainty", node=node.GetNodeReference(UNCERTAINTY), role="disc uncertainty",
                 )
-                colours, value_range = colour_table_from_scale(self.scene, uncertainty_scale(), name="DiscVBR uncertainty colours")
+                colours, value_range = shared_colour_table(self.scene, uncertainty_scale(), role="uncertainty colours", name="DiscVBR uncertainty colours")
                 show_volume_with_colours(uncertainty_node, colours, value_range)
             was = node.StartModify()
             node.SetNodeReferenceID(SEGMENTATION, segmentation.GetID())
