@@ -9,12 +9,18 @@ Cancel); analyses run the pipeline's own statistics code on the study folder.
 
 import logging
 import os
+import sys
 
 import qt
 import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
+
+try:
+    import discvbr  # noqa: F401  (installed beside the module by the extension build)
+except ImportError:  # a source checkout added with "Additional module paths": the package is one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from discvbr.errors import DiscVBRError
 from discvbr.extension import statistics as T

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from discvbr import DiscVBRError, mrml
-from discvbr.io import EchoSeries, Image
+from discvbr.io import Image
 from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 from discvbr.render.colours import colour_scale

@@ -308,6 +308,7 @@ def test_slicer_elastix_runner_reads_the_displacement_field(tmp_path):
     assert _ids(scene) == before  # temporary nodes removed
     assert transform_maps == []
     # the files SlicerElastix got are the run's maps (result images off)
+    assert len(fake.files) == len(maps) == 2
     for text, pm in zip(fake.files, maps):
         path = tmp_path / "check.txt"
         path.write_text(text)

@@ -619,7 +619,7 @@ class DiscRelaxometryLogic:
             show_volume_with_colours(det_node, jacobian_colours, (0.0, 2.0))  # blue: compression, white: 1, red: expansion
             nodes["det jacobian"] = det_node
             nodes["qc table"] = table_from_dataframe(scene, qc, name=f"{subject} registration QC")
-            for label, reg in registrations.items():
+            for reg in registrations.values():
                 nodes[f"transform {reg.level}"] = transform_from_points(
                     scene, reg.points, reg.grid, ndim=ndim, moving_affine=reg.moving_affine, name=f"{subject} {reg.level} to atlas"
                 )
