@@ -222,6 +222,31 @@ def test_engine_choice(session):
     assert name == "SlicerElastix" and runner.elastix_logic is fake._elastix_logic
 
 
+def test_one_failing_disc_keeps_the_others(session):
+    from discvbr.registration.disc import itk_elastix_runner
+
+    default, calls = itk_elastix_runner(), []
+
+    def flaky(fixed, moving, parameter_maps, *, ndim):
+        calls.append(ndim)
+        if len(calls) == 3:  # discs run in label order: the third is L3L4
+            raise RuntimeError("the metric diverged (simulated)")
+        return default(fixed, moving, parameter_maps, ndim=ndim)
+
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    output = logic.run(node, runner=flaky)
+    assert list(output.failures) == ["L3L4"] and "diverged (simulated)" in output.failures["L3L4"]
+    assert sorted(output.registrations) == [1, 2, 4, 5] and "transform L3L4" not in output.nodes
+    qc = mrml.dataframe_from_table(output.nodes["qc table"]).set_index("disc")
+    assert qc.loc["L3L4", "status"] == "failed" and (qc.drop("L3L4")["status"] == "registered").all()
+    from discvbr.registration import load_atlas
+
+    atlas_labels = np.asarray(load_atlas("phantom-healthy", mode="2d").labels.array)
+    atlas_t = mrml.image_from_volume(output.nodes["t1rho T atlas"]).array
+    assert np.isnan(atlas_t[atlas_labels == 3]).all() and np.isfinite(atlas_t[atlas_labels == 2]).mean() > 0.9
+    assert 3 not in np.unique(mrml.image_from_volume(output.nodes["registered discs"]).array)
+
+
 def test_checkerboard_alternates_squares():
     a, b = np.zeros((1, 16, 8)), np.ones((1, 16, 8))
     board = checkerboard(a, b, squares=4)

@@ -538,10 +538,8 @@ class DiscRelaxometryLogic:
         output = self._add_nodes(
             node, subject=subject, series=series, native=native, warped=warped, atlas_fits=atlas_fits, atlas=atlas,
             subject_discs=subject_discs, det=det, board=Image(board, atlas.labels.affine),
-            qc=qc, registrations=registrations, ndim=ndim,
+            qc=qc, registrations=registrations, ndim=ndim, failures=failures, engine=engine,
         )
-        output.failures = failures
-        output.engine = engine
         notify(1.0, "done" + (f"; {len(failures)} disc(s) failed: {', '.join(failures)}" if failures else ""))
         return output
 
@@ -569,7 +567,9 @@ class DiscRelaxometryLogic:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _add_nodes(self, node, *, subject, series, native, warped, atlas_fits, atlas, subject_discs, det, board, qc, registrations, ndim) -> RelaxometryOutput:
+    def _add_nodes(
+        self, node, *, subject, series, native, warped, atlas_fits, atlas, subject_discs, det, board, qc, registrations, ndim, failures, engine
+    ) -> RelaxometryOutput:
         from discvbr.mrml import (
             NodeTransaction,
             colour_table_from_scale,
@@ -628,7 +628,7 @@ class DiscRelaxometryLogic:
             for key, output in nodes.items():
                 node.SetNodeReferenceID(OUTPUT_PREFIX + key.replace(" ", "_"), output.GetID())
             node.EndModify(was)
-        return RelaxometryOutput(nodes, qc, {}, "", folder, registrations)
+        return RelaxometryOutput(nodes, qc, failures, engine, folder, registrations)
 
     # ------------------------------------------------------------------ decay curves
 
@@ -679,7 +679,7 @@ class DiscRelaxometryLogic:
         )
 
     def summary(self, output: RelaxometryOutput) -> str:
-        """A short text for the log: discs registered, engine, median T per disc."""
+        """A short text for the log: discs registered, the engine, and each failed disc with its reason."""
         lines = [f"registered {len(output.registrations)} of {len(DISC_LEVELS)} discs with {output.engine}"]
         for level, reason in output.failures.items():
             lines.append(f"  {level} failed: {reason}")

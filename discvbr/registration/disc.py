@@ -47,6 +47,7 @@ __all__ = [
     "MIN_DISC_VOXELS",
     "DiscRegistration",
     "ElastixRunner",
+    "itk_elastix_runner",
     "register_disc",
     "disc_mask",
     "check_same_grid",
@@ -227,7 +228,9 @@ class ElastixRunner(Protocol):
         """
 
 
-def _itk_elastix_runner(log_file: str | os.PathLike | None) -> ElastixRunner:
+def itk_elastix_runner(log_file: str | os.PathLike | None = None) -> ElastixRunner:
+    """The default runner: itk-elastix and transformix in this process (elastix's log kept in ``log_file``)."""
+
     def run(fixed: Image, moving: Image, parameter_maps: Sequence[ParameterMap], *, ndim: int):
         transform_maps = engine.run_elastix(
             fixed.array, fixed.affine, moving.array, moving.affine, parameter_maps, ndim=ndim, log_file=log_file
@@ -345,7 +348,7 @@ def register_disc(
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
 
-    run = runner if runner is not None else _itk_elastix_runner(log_file)
+    run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()
     try:
         transform_maps, points, det = run(fixed, moving, maps, ndim=ndim)
