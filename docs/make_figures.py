@@ -67,7 +67,56 @@ def icon(path: Path) -> None:
     plt.close(fig)
 
 
+def _icon_canvas():
+    fig = plt.figure(figsize=(1.28, 1.28), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 128)
+    ax.set_ylim(0, 128)
+    ax.add_patch(FancyBboxPatch((4, 4), 120, 120, boxstyle="round,pad=0,rounding_size=18", color="#1d2733"))
+    ax.set_axis_off()
+    return fig, ax
+
+
+def module_icons(folder: Path) -> list[Path]:
+    """Icons of the three Slicer modules (written into each module's Resources/Icons)."""
+    written = []
+    # DiscSegmentation: the five discs outlined in their colours over grey vertebrae
+    fig, ax = _icon_canvas()
+    for i, level in enumerate(DISC_LEVELS):
+        y = 18 + i * 21
+        x = 64 - 8 * np.cos(i / 4 * np.pi * 0.9)
+        ax.add_patch(FancyBboxPatch((x - 22, y + 6), 44, 11, boxstyle="round,pad=0,rounding_size=3", color="#8a929c"))
+        ax.add_patch(FancyBboxPatch((x - 24, y - 2), 48, 6, boxstyle="round,pad=0,rounding_size=3", fill=False, lw=2.2, ec=DISC_COLOURS[level]))
+    written.append(folder / "DiscSegmentation" / "Resources" / "Icons" / "DiscSegmentation.png")
+    fig.savefig(written[-1], dpi=100, transparent=True)
+    plt.close(fig)
+    # DiscRelaxometry: a decay curve with its echoes, over a disc
+    fig, ax = _icon_canvas()
+    ax.add_patch(FancyBboxPatch((22, 18), 84, 16, boxstyle="round,pad=0,rounding_size=6", color=DISC_COLOURS["L4L5"]))
+    t = np.linspace(0, 80, 100)
+    ax.plot(20 + t * 1.1, 46 + 66 * np.exp(-t / 35), color="#f2f2f2", lw=3)
+    echoes = np.array([0, 10, 40, 80])
+    ax.plot(20 + echoes * 1.1, 46 + 66 * np.exp(-echoes / 35), "o", color=DISC_COLOURS["L2L3"], ms=7)
+    written.append(folder / "DiscRelaxometry" / "Resources" / "Icons" / "DiscRelaxometry.png")
+    fig.savefig(written[-1], dpi=100, transparent=True)
+    plt.close(fig)
+    # DiscStatistics: a disc as a map of r values (blue-white-red) with a colour bar
+    fig, ax = _icon_canvas()
+    rng = np.random.default_rng(0)
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 12), np.linspace(-1, 1, 6))
+    values = np.clip(0.9 * np.exp(-((xs + 0.3) ** 2 + (ys + 0.4) ** 2) * 2) - 0.3 + 0.1 * rng.standard_normal(xs.shape), -1, 1)
+    ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, extent=(16, 96, 40, 88), interpolation="nearest", zorder=2)
+    ax.imshow(np.linspace(1, -1, 50)[:, None], cmap="RdBu_r", vmin=-1, vmax=1, extent=(104, 114, 24, 104), zorder=2)
+    ax.set_xlim(0, 128)
+    ax.set_ylim(0, 128)
+    written.append(folder / "DiscStatistics" / "Resources" / "Icons" / "DiscStatistics.png")
+    fig.savefig(written[-1], dpi=100, transparent=True)
+    plt.close(fig)
+    return written
+
+
 if __name__ == "__main__":
     phantom_example(ROOT / "docs" / "images" / "phantom_example.png")
     icon(ROOT / "DiscRelaxometry.png")
-    print("wrote docs/images/phantom_example.png and DiscRelaxometry.png")
+    icons = module_icons(ROOT)
+    print("wrote docs/images/phantom_example.png, DiscRelaxometry.png and", ", ".join(str(p.relative_to(ROOT)) for p in icons))

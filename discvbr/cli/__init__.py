@@ -43,6 +43,8 @@ def _root(
 
 # Sub-commands register themselves on `app` when imported, in the order `--help` lists them.
 from discvbr.cli import phantom as _phantom  # noqa: E402,F401
+from discvbr.cli import segment as _segment  # noqa: E402,F401
+from discvbr.cli import train as _train  # noqa: E402,F401
 from discvbr.cli import fit as _fit  # noqa: E402,F401
 from discvbr.cli import register as _register  # noqa: E402,F401
 from discvbr.cli import stats as _stats  # noqa: E402,F401

@@ -142,7 +142,10 @@ def write_figures_and_report(
         for table_name in ("summary", "roi", "clusters"):
             path = folder / f"{table_name}.csv"
             if path.is_file():
-                table = pd.read_csv(path)
+                try:
+                    table = pd.read_csv(path)
+                except pd.errors.EmptyDataError:  # an analysis without clusters writes an empty table
+                    continue
                 if not table.empty:
                     section.tables.append(table)
                     section.table_captions.append(f"{table_name}.csv")

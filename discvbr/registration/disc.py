@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -41,7 +42,16 @@ from discvbr.registration.params import (
 from discvbr.registration.qc import DiscQC, QCThresholds, dice, flag_disc, jacobian_summary
 from discvbr.registration.resample import sample
 
-__all__ = ["DEFAULT_MARGIN_MM", "MIN_DISC_VOXELS", "DiscRegistration", "register_disc", "disc_mask", "check_same_grid"]
+__all__ = [
+    "DEFAULT_MARGIN_MM",
+    "MIN_DISC_VOXELS",
+    "DiscRegistration",
+    "ElastixRunner",
+    "itk_elastix_runner",
+    "register_disc",
+    "disc_mask",
+    "check_same_grid",
+]
 
 #: Margin around each disc's bounding box in the crops registered, mm.
 DEFAULT_MARGIN_MM = 10.0
@@ -120,6 +130,11 @@ class DiscRegistration:
         last: its presence marks a complete folder).
         """
         folder = Path(folder)
+        if not self.transform_maps:
+            raise DiscVBRError(
+                f"{self.where}: this registration has no elastix transform parameters (it was computed as a "
+                "displacement field, e.g. by SlicerElastix) and cannot be saved as a transform folder"
+            )
         for i, pm in enumerate(engine.prepare_transform_maps(self.transform_maps)):
             write_parameter_file(folder / f"TransformParameters.{i}.txt", pm)
         for stage, pm in zip(STAGES, self.parameter_maps):
@@ -196,6 +211,47 @@ class DiscRegistration:
         )
 
 
+class ElastixRunner(Protocol):
+    """Runs one elastix registration of cropped disc masks (how :func:`register_disc` calls elastix).
+
+    The default runs itk-elastix in this process; the Slicer module passes one that runs
+    the same parameter maps through SlicerElastix.
+    """
+
+    def __call__(
+        self, fixed: Image, moving: Image, parameter_maps: Sequence[ParameterMap], *, ndim: int
+    ) -> tuple[list[ParameterMap], np.ndarray, np.ndarray]:
+        """Register ``moving`` to ``fixed``.
+
+        Returns
+        -------
+        transform_maps : list of dict
+            elastix transform parameter maps (empty when the engine gives only a field).
+        points : ndarray, shape fixed grid + (ndim,) (in 2D the slice, ``(ny, nz, 2)``)
+            Moving-frame position (mm) of every fixed voxel.
+        det_jacobian : ndarray
+            Jacobian determinant of the transform at every fixed voxel.
+
+        Raises
+        ------
+        RuntimeError
+            When the registration fails.
+        """
+
+
+def itk_elastix_runner(log_file: str | os.PathLike | None = None) -> ElastixRunner:
+    """The default runner: itk-elastix and transformix in this process (elastix's log kept in ``log_file``)."""
+
+    def run(fixed: Image, moving: Image, parameter_maps: Sequence[ParameterMap], *, ndim: int):
+        transform_maps = engine.run_elastix(
+            fixed.array, fixed.affine, moving.array, moving.affine, parameter_maps, ndim=ndim, log_file=log_file
+        )
+        points, det = engine.transform_grid(transform_maps, shape=fixed.shape, affine=fixed.affine, ndim=ndim)
+        return transform_maps, points, det
+
+    return run
+
+
 def disc_mask(mask: Image, label: int, *, subject: str) -> np.ndarray:
     """Boolean mask of disc ``label`` in a label map, checked.
 
@@ -252,6 +308,7 @@ def register_disc(
     margin_mm: float = DEFAULT_MARGIN_MM,
     thresholds: QCThresholds = QCThresholds(),
     log_file: str | os.PathLike | None = None,
+    runner: ElastixRunner | None = None,
 ) -> DiscRegistration:
     """Register disc ``label`` of a subject's mask to the atlas disc of the same level.
 
@@ -272,7 +329,9 @@ def register_disc(
     thresholds : QCThresholds
         Limits for the QC flags.
     log_file : path-like, optional
-        Keep elastix's log there.
+        Keep elastix's log there (default runner).
+    runner : ElastixRunner, optional
+        Runs elastix on the cropped masks; default: itk-elastix in this process.
 
     Returns
     -------
@@ -300,10 +359,10 @@ def register_disc(
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
 
+    run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()
     try:
-        transform_maps = engine.run_elastix(fixed.array, fixed.affine, moving.array, moving.affine, maps, ndim=ndim, log_file=log_file)
-        points, det = engine.transform_grid(transform_maps, shape=fixed.shape, affine=fixed.affine, ndim=ndim)
+        transform_maps, points, det = run(fixed, moving, maps, ndim=ndim)
     except RuntimeError as exc:
         raise DiscVBRError(f"{where}: elastix failed: {str(exc).splitlines()[0]}") from None
     seconds = time.perf_counter() - start

@@ -1,0 +1,229 @@
+"""The 3D Slicer extension's files: CMake, Qt Designer UIs, module scripts, icons, dependencies.
+
+Slicer and Qt are not needed: the .ui files are parsed as XML, the module scripts as Python
+syntax trees, the CMake files as text.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import struct
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = ("DiscSegmentation", "DiscRelaxometry", "DiscStatistics")
+#: Qt, CTK and MRML widget classes a Slicer .ui may use without declaring them.
+QT_CLASSES = {
+    "QWidget", "QLabel", "QPushButton", "QComboBox", "QLineEdit", "QSpinBox", "QDoubleSpinBox", "QCheckBox",
+    "QProgressBar", "QPlainTextEdit", "QListWidget", "QToolButton", "QTableView", "QGroupBox",
+}
+
+
+def _ui(module: str) -> ET.Element:
+    return ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui").getroot()
+
+
+def _cmake(path: Path) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+
+
+def test_top_level_cmake_has_the_metadata_and_modules():
+    text = _cmake(REPO / "CMakeLists.txt")
+    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf'set\(EXTENSION_{field} "[^"]+"\)', text), field
+    assert 'set(EXTENSION_CATEGORY "Quantification")' in text
+    depends = re.search(r"set\(EXTENSION_DEPENDS ([^)]*)\)", text).group(1).split()
+    assert set(depends) == {"SlicerElastix", "PyTorch"}
+    assert re.findall(r"add_subdirectory\((\w+)\)", text) == list(MODULES)
+    # the icon and screenshots named in the metadata exist in the repository
+    for url in re.findall(r"https://raw\.githubusercontent\.com/discvbr/DiscVBR/main/(\S+?)[\"\s]", text):
+        assert (REPO / url).is_file(), url
+
+
+def test_discvbr_package_is_bundled_from_its_source_folder():
+    """The package is globbed at configure time (never listed or copied by hand)."""
+    text = _cmake(REPO / "CMakeLists.txt")
+    call = re.search(r"ctkMacroCompilePythonScript\((.*?)\n  \)", text, re.S).group(1)
+    assert "SCRIPTS \"${DISCVBR_PACKAGE_SCRIPTS}\"" in call and "RESOURCES \"${DISCVBR_PACKAGE_RESOURCES}\"" in call
+    assert "${Slicer_QTSCRIPTEDMODULES_LIB_DIR}" in call and "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}" in call
+    globs = dict(re.findall(r"file\(GLOB_RECURSE (\w+) RELATIVE \$\{CMAKE_CURRENT_SOURCE_DIR\} CONFIGURE_DEPENDS\s+(\S+)", text))
+    assert globs == {
+        "DISCVBR_PACKAGE_SCRIPTS": "${CMAKE_CURRENT_SOURCE_DIR}/discvbr/*.py",
+        "DISCVBR_PACKAGE_RESOURCES": "${CMAKE_CURRENT_SOURCE_DIR}/discvbr/data/*",
+    }
+    # what the globs collect is the whole package: every module and the data the logic reads
+    scripts = {p.relative_to(REPO).as_posix() for p in (REPO / "discvbr").rglob("*.py") if "__pycache__" not in p.parts}
+    assert {"discvbr/mrml.py", "discvbr/extension/segmentation.py", "discvbr/cli/segment.py"} <= scripts
+    data = {p.relative_to(REPO).as_posix() for p in (REPO / "discvbr" / "data").rglob("*") if p.is_file()}
+    assert "discvbr/data/slicer-requirements.txt" in data
+    assert {"discvbr/data/elastix/affine-3d.txt", "discvbr/data/elastix/bspline-3d.txt"} <= data
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmake_lists_every_resource(module):
+    folder = REPO / module
+    text = _cmake(folder / "CMakeLists.txt")
+    assert f"set(MODULE_NAME {module})" in text
+    assert re.search(r"slicerMacroBuildScriptedModule\(.*WITH_GENERIC_TESTS", text, re.S)
+    resources = re.search(r"set\(MODULE_PYTHON_RESOURCES(.*?)\)", text, re.S).group(1).split()
+    listed = {r.replace("${MODULE_NAME}", module) for r in resources}
+    present = {p.relative_to(folder).as_posix() for p in (folder / "Resources").rglob("*") if p.is_file()}
+    assert listed == present
+    scripts = re.search(r"set\(MODULE_PYTHON_SCRIPTS(.*?)\)", text, re.S).group(1).split()
+    assert [s.replace("${MODULE_NAME}", module) for s in scripts] == [f"{module}.py"]
+    assert "add_subdirectory(Testing)" in text
+    assert "add_subdirectory(Python)" in _cmake(folder / "Testing" / "CMakeLists.txt")
+    testing = _cmake(folder / "Testing" / "Python" / "CMakeLists.txt")
+    assert "slicer_add_python_unittest(SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/../../${MODULE_NAME}.py)" in testing
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_icon_is_a_png(module):
+    data = (REPO / module / "Resources" / "Icons" / f"{module}.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == height and 64 <= width <= 256
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_is_well_formed_and_declares_its_widgets(module):
+    root = _ui(module)
+    assert root.tag == "ui" and root.findtext("class") == module
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "object names must be unique"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    assert used - QT_CLASSES <= declared, f"undeclared custom widgets: {used - QT_CLASSES - declared}"
+    # every MRML widget receives the scene from the module widget
+    receivers = {c.findtext("receiver") for c in root.iter("connection") if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    mrml_widgets = {w.get("name") for w in root.iter("widget") if w.get("class", "").startswith("qMRML") and w is not top}
+    assert mrml_widgets == receivers
+
+
+def _module_tree(module: str) -> ast.Module:
+    return ast.parse((REPO / module / f"{module}.py").read_text(), filename=f"{module}.py")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_script_uses_only_widgets_of_its_ui(module):
+    tree = _module_tree(module)
+    used = {
+        node.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"
+    }
+    names = {w.get("name") for w in _ui(module).iter("widget")}
+    assert used, "the widget reads no widget of its .ui"
+    assert used <= names, f"widgets missing from {module}.ui: {sorted(used - names)}"
+    assert f'"UI/{module}.ui"' in (REPO / module / f"{module}.py").read_text()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_script_has_the_four_classes(module):
+    tree = _module_tree(module)
+    classes = {node.name: [ast.unparse(b) for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert classes[module] == ["ScriptedLoadableModule"]
+    assert classes[f"{module}Widget"][0] == "ScriptedLoadableModuleWidget"
+    assert classes[f"{module}Test"] == ["ScriptedLoadableModuleTest"]
+    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert f"{module}Logic" in imported  # the Qt-free logic of discvbr.extension, tested below
+    test_methods = [f.name for f in next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Test").body
+                    if isinstance(f, ast.FunctionDef) and f.name.startswith("test_")]
+    assert test_methods, "the self-test runs no test"
+    # the GUI state has exactly one function each way
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+    methods = {f.name for f in widget.body if isinstance(f, ast.FunctionDef)}
+    assert {"updateGUIFromParameterNode", "updateParameterNodeFromGUI", "onApplyButton"} <= methods
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_logic_is_the_tested_class(module):
+    import importlib
+
+    name = {"DiscSegmentation": "segmentation", "DiscRelaxometry": "relaxometry", "DiscStatistics": "statistics"}[module]
+    logic = getattr(importlib.import_module(f"discvbr.extension.{name}"), f"{module}Logic")
+    assert importlib.import_module(f"discvbr.extension.{name}").MODULE == module
+    assert callable(logic.disabled_reason) and callable(logic.parameter_node)
+
+
+def test_slicer_requirements_match_pyproject():
+    """Slicer installs the package's dependencies except those Slicer ships or gets otherwise."""
+    from discvbr.extension.dependencies import read_requirements
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    left_out = {"numpy", "vtk", "torch", "optuna", "dask[distributed]"}
+    expected = [r for r in declared if re.split(r"[<>=!~ ]", r)[0] not in left_out]
+    assert read_requirements() == expected
+
+
+def test_unmet_requirements_reads_installed_versions():
+    from importlib.metadata import PackageNotFoundError
+
+    from discvbr.extension.dependencies import unmet_requirements
+
+    installed = {"scipy": "1.17.1", "itk-elastix": "0.25.3"}
+
+    def version_of(name):
+        if name not in installed:
+            raise PackageNotFoundError(name)
+        return installed[name]
+
+    wanted = ["scipy>=1.10", "itk-elastix==0.25.4", "nibabel>=5.0", "scipy<1.0"]
+    assert unmet_requirements(wanted, version_of=version_of) == ["itk-elastix==0.25.4", "nibabel>=5.0", "scipy<1.0"]
+
+
+def test_light_constants_match_the_packages_they_mirror():
+    """Paths the modules compute without importing torch or the registration package agree with them."""
+    from discvbr.extension.relaxometry import SHIPPED_PARAMETERS, DiscRelaxometryLogic
+    from discvbr.extension.segmentation import SHIPPED_MODEL
+    from discvbr.registration.atlas import available_atlases
+    from discvbr.registration.params import PARAMETER_DIR, parameter_file_names
+    from discvbr.segmentation.model_store import default_model_path
+
+    assert SHIPPED_MODEL == default_model_path()
+    assert SHIPPED_PARAMETERS == PARAMETER_DIR
+    for ndim in (2, 3):
+        assert DiscRelaxometryLogic.preset_file_names(ndim) == parameter_file_names(ndim)
+    expected = sorted({re.sub(r"-[23]d$", "", name) for name in available_atlases()})
+    assert DiscRelaxometryLogic.atlas_choices() == expected
+
+
+BLOCKER = r"""
+import importlib.abc, sys
+HEAVY = {"torch", "itk", "scipy", "pandas", "nibabel", "nrrd", "skimage", "matplotlib", "numba", "typer", "rich", "safetensors", "optuna", "dask"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
+sys.meta_path.insert(0, Block())
+from discvbr import mrml
+from discvbr.extension import segmentation, relaxometry, statistics
+scene = mrml.new_scene()
+seg = segmentation.DiscSegmentationLogic(scene)
+rel = relaxometry.DiscRelaxometryLogic(scene)
+sta = statistics.DiscStatisticsLogic(scene)
+print(seg.disabled_reason(seg.parameter_node()))
+print(rel.disabled_reason(rel.parameter_node()))
+print(sta.disabled_reason(sta.parameter_node()))
+print('(Transform "BSplineTransform")' in rel.parameter_texts(rel.parameter_node(), ndim=3)["bspline-3d.txt"])
+"""
+
+
+def test_modules_load_and_explain_before_dependencies_are_installed():
+    """In a fresh Slicer, without torch, itk, scipy, pandas...: the logic imports and the buttons explain."""
+    result = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()[-4:]
+    assert lines[0].startswith("Select the input volume")
+    assert lines[1].startswith("Select the echo volumes")
+    assert lines[2].startswith("Choose a study folder")
+    assert lines[3] == "True"  # the preset view reads the shipped parameter files

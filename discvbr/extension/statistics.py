@@ -1,0 +1,483 @@
+"""DiscStatistics: voxel-wise statistics of a study, as volumes, tables and maps on the spine mesh.
+
+The input is a study folder written by ``discvbr run`` (or a manifest, which the module
+first runs through ``discvbr run`` in a separate process). An analysis (correlation with a
+variable, group comparison, T1rho vs T2, baseline vs follow-up) runs through the same code
+as the pipeline (:func:`discvbr.pipeline.cohort.run_analyses`), so its results land in the
+study's usual layout (``<study>/stats/<name>/``) and equal a command-line run with the same
+settings. Results come into the scene as volumes on the atlas grid (r or group means, t, p,
+corrected p...), table nodes (summary, ROI, clusters, peaks, excluded subjects) and model
+nodes: the chosen map on the atlas spine mesh, with a colour legend. Tables and the figure
+can be exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from discvbr.errors import DiscVBRError
+from discvbr.extension import parameters as P
+from discvbr.extension.process import CommandProcess, discvbr_command
+from discvbr.io import Image
+
+__all__ = [
+    "MODULE",
+    "DEFAULTS",
+    "StudyInfo",
+    "StatisticsOutput",
+    "DiscStatisticsLogic",
+    "map_kind",
+    "read_study",
+    "check_study_folder",
+    "study_manifest",
+    "study_analyses",
+]
+
+MODULE = "DiscStatistics"
+STUDY, MANIFEST, NAME = "StudyFolder", "Manifest", "AnalysisName"
+KIND, MAP, SECOND_MAP, VARIABLE, COVARIATES = "AnalysisKind", "Map", "SecondMap", "Variable", "Covariates"
+METHOD, CUT, WELCH, BASELINE, FOLLOWUP = "Method", "Cut", "Welch", "Baseline", "Followup"
+PERMUTATIONS, SEED, TFCE, ALPHA, CORRECTION, SHOW = "Permutations", "Seed", "TFCE", "Alpha", "Correction", "ShowMap"
+ANALYSIS_KINDS = ("variable", "group", "voxel", "time")
+MAP_KINDS = ("t1rho", "t2")
+METHODS = ("pearson", "spearman")
+#: Corrections a summary names (``_joint``: over the five discs together), as the pipeline's setting.
+CORRECTIONS = (
+    "fwe_tfce_joint", "fwe_voxel_joint", "fwe_cluster_joint", "fdr_bh_joint", "holm_joint", "bonferroni_joint",
+    "fwe_tfce", "fwe_voxel", "fwe_cluster", "fdr_bh", "holm", "bonferroni",
+)
+DEFAULTS = {
+    NAME: "slicer",
+    KIND: "variable",
+    MAP: "t1rho",
+    SECOND_MAP: "t2",
+    VARIABLE: "odi",
+    COVARIATES: "",
+    METHOD: "pearson",
+    CUT: "",
+    WELCH: "false",
+    BASELINE: "baseline",
+    FOLLOWUP: "followup",
+    PERMUTATIONS: "1000",
+    SEED: "0",
+    TFCE: "true",
+    ALPHA: "0.05",
+    CORRECTION: "fwe_tfce_joint",
+    SHOW: "",
+}
+_QUANTITY = {"t1rho": "T1rho", "t2": "T2"}
+_TABLES = ("summary", "roi", "clusters", "peaks", "excluded")
+
+
+def map_kind(name: str) -> str | None:
+    """Colour-scale kind of a statistics map by its file stem (None: counts and ids, shown in grey)."""
+    if name == "r":
+        return "r"
+    if name == "t":
+        return "t"
+    if name == "p" or name.startswith("p_"):
+        return "p"
+    if name.startswith("mean_"):
+        return "T"
+    if name == "difference":
+        return "delta"
+    return None
+
+
+@dataclass
+class StudyInfo:
+    """What a study folder holds.
+
+    Attributes
+    ----------
+    folder : Path
+    atlas : Image
+        Atlas disc labels the maps are registered to (``<study>/atlas``).
+    atlas_name : str
+    manifest : Path or None
+        The cohort manifest of the run (from ``provenance.json``), when it still exists.
+    sessions : list of dict
+        Each session's ``session.json`` (status, failures, QC).
+    analyses : dict of str to Path
+        Analyses with results (``stats/<name>/provenance.json``).
+    """
+
+    folder: Path
+    atlas: Image
+    atlas_name: str
+    manifest: Path | None
+    sessions: list[dict]
+    analyses: dict[str, Path]
+
+
+def check_study_folder(folder: str | os.PathLike) -> Path:
+    """The folder, if it is a ``discvbr run`` output folder (cheap: looks at names only).
+
+    Raises
+    ------
+    DiscVBRError
+        When it has no ``atlas/labels.nii.gz`` or no ``subjects/``.
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / "atlas" / "labels.nii.gz").is_file() or not (folder / "subjects").is_dir():
+        raise DiscVBRError(f"{folder} is not a study folder written by discvbr run (no atlas/labels.nii.gz or subjects/)")
+    return folder
+
+
+def study_manifest(folder: str | os.PathLike) -> Path | None:
+    """The manifest a study was run from (its ``provenance.json``), when that file still exists."""
+    provenance = Path(folder) / "provenance.json"
+    if not provenance.is_file():
+        return None
+    recorded = json.loads(provenance.read_text()).get("inputs", {}).get("manifest", {}).get("path")
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+
+def study_analyses(folder: str | os.PathLike) -> dict[str, Path]:
+    """Analyses of a study with results (``stats/<name>/provenance.json``), by name."""
+    return {p.parent.name: p.parent for p in sorted((Path(folder) / "stats").glob("*/provenance.json"))}
+
+
+def read_study(folder: str | os.PathLike) -> StudyInfo:
+    """Read a ``discvbr run`` output folder (atlas, manifest, sessions, analyses).
+
+    Raises
+    ------
+    DiscVBRError
+        When the folder is not a study folder (no ``atlas/`` or ``subjects/``).
+    """
+    from discvbr.registration import load_atlas
+
+    folder = check_study_folder(folder)
+    atlas = load_atlas(folder / "atlas")
+    sessions = [json.loads(p.read_text()) for p in sorted((folder / "subjects").glob("*/*/session.json"))]
+    return StudyInfo(folder, atlas.labels, atlas.name, study_manifest(folder), sessions, study_analyses(folder))
+
+
+@dataclass
+class StatisticsOutput:
+    """Nodes of one analysis's results."""
+
+    name: str
+    folder: Path
+    volumes: dict
+    tables: dict
+    models: object | None
+    shown: str | None
+    subject_folder: int
+    provenance: dict = field(default_factory=dict)
+
+
+class DiscStatisticsLogic:
+    """Statistics of a study folder on scene nodes (the DiscStatistics module's logic).
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene, optional
+        Default: ``slicer.mrmlScene``.
+    python : str, optional
+        Python that runs ``discvbr run`` for a manifest.
+    """
+
+    def __init__(self, scene=None, *, python: str | None = None):
+        self._scene = scene
+        self.python = python
+
+    @property
+    def scene(self):
+        if self._scene is None:
+            import slicer
+
+            self._scene = slicer.mrmlScene
+        return self._scene
+
+    def parameter_node(self):
+        return P.parameter_node(self.scene, MODULE, DEFAULTS)
+
+    # ------------------------------------------------------------------ settings
+
+    def analysis_settings(self, node):
+        """The analysis of the settings as the pipeline's :class:`~discvbr.pipeline.config.AnalysisSettings`."""
+        from discvbr.pipeline.config import AnalysisSettings
+
+        return AnalysisSettings(**self._analysis_values(node))
+
+    def _analysis_values(self, node) -> dict:
+        kind = P.choice(node, KIND, ANALYSIS_KINDS, label="analysis")
+        variable = P.text(node, VARIABLE)
+        if kind in ("variable", "group") and not variable:
+            raise DiscVBRError(f"a {kind} analysis needs a variable (e.g. odi, or pfirrmann_{{level}})")
+        cut_text = P.text(node, CUT)
+        if kind == "group" and cut_text:
+            cut = P.number(node, CUT, label="group cut")
+        else:
+            cut = None
+        name = P.text(node, NAME)
+        if not name or any(ch in name for ch in "/\\:") or name.startswith("."):
+            raise DiscVBRError(f"analysis name {name!r} must be a plain folder name")
+        return dict(
+            name=name,
+            kind=kind,
+            map=P.choice(node, MAP, MAP_KINDS, label="map"),
+            variable=variable,
+            covariates=[c.strip() for c in P.text(node, COVARIATES).replace(",", ";").split(";") if c.strip()],
+            method=P.choice(node, METHOD, METHODS, label="correlation"),
+            cut=cut,
+            welch=P.flag(node, WELCH),
+            second_map=P.choice(node, SECOND_MAP, MAP_KINDS, label="second map"),
+            baseline=P.text(node, BASELINE) or "baseline",
+            followup=P.text(node, FOLLOWUP) or "followup",
+        )
+
+    def manifest(self, node) -> Path:
+        """The manifest whose variables the analysis uses (the setting, else the study's own)."""
+        given = P.text(node, MANIFEST)
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise DiscVBRError(f"manifest not found: {path}")
+            return path
+        folder = check_study_folder(P.text(node, STUDY))
+        recorded = study_manifest(folder)
+        if recorded is None:
+            raise DiscVBRError(f"the manifest of {folder} was moved or deleted; choose it (the variables come from it)")
+        return recorded
+
+    def disabled_reason(self, node) -> str | None:
+        """Why Run cannot start now, or None (cheap checks: nothing is read but names and JSON)."""
+        folder = P.text(node, STUDY)
+        if not folder:
+            return "Choose a study folder (the output of discvbr run) or run a manifest first"
+        try:
+            check_study_folder(folder)
+            self._analysis_values(node)
+            self.manifest(node)
+            self._inference(node)
+        except DiscVBRError as exc:
+            return str(exc)
+        return None
+
+    def _inference(self, node) -> dict:
+        values = {
+            "permutations": P.integer(node, PERMUTATIONS, label="permutations", minimum=0),
+            "seed": P.integer(node, SEED, label="seed", minimum=0),
+            "tfce": P.flag(node, TFCE),
+            "alpha": P.number(node, ALPHA, label="alpha", minimum=1e-12, maximum=0.5),
+            "correction": P.choice(node, CORRECTION, CORRECTIONS, label="correction"),
+        }
+        if values["correction"].startswith("fwe") and values["permutations"] == 0:
+            raise DiscVBRError(f"the {values['correction']} correction needs permutations; set some (e.g. 1000) or choose fdr_bh, holm or bonferroni")
+        if "tfce" in values["correction"] and not values["tfce"]:
+            raise DiscVBRError(f"the {values['correction']} correction needs TFCE turned on")
+        return values
+
+    # ------------------------------------------------------------------ running
+
+    def start_pipeline(self, manifest: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike | None = None) -> CommandProcess:
+        """Run ``discvbr run`` on a manifest in a separate process (cancellable); its folder becomes the study."""
+        manifest = Path(manifest)
+        if not manifest.is_file():
+            raise DiscVBRError(f"manifest not found: {manifest}")
+        args = ["run", manifest, "--out", out]
+        if config:
+            args += ["--config", config]
+        return CommandProcess(discvbr_command(*args, python=self.python))
+
+    def run_analysis(self, node, *, progress: Callable[[float, str], None] | None = None) -> Path:
+        """Run the configured analysis on the study (results in ``<study>/stats/<name>/``).
+
+        Raises
+        ------
+        DiscVBRError
+            Bad settings, too few usable subjects, or the analysis failing (its reason).
+        """
+        from discvbr.manifest import read_manifest
+        from discvbr.pipeline.cohort import run_analyses
+        from discvbr.pipeline.config import PipelineConfig, StatisticsSettings
+        from discvbr.pipeline.session import SessionOutcome
+
+        reason = self.disabled_reason(node)
+        if reason:
+            raise DiscVBRError(reason)
+        notify = progress or (lambda fraction, text: None)
+        study = read_study(P.text(node, STUDY))
+        settings = self.analysis_settings(node)
+        inference = self._inference(node)
+        notify(0.05, "reading the cohort")
+        cohort = read_manifest(self.manifest(node), check_images=False)
+        fields = set(SessionOutcome.__dataclass_fields__)
+        outcomes = [SessionOutcome(**{k: v for k, v in s.items() if k in fields}) for s in study.sessions]
+        config = PipelineConfig(statistics=StatisticsSettings(analyses=[settings], **inference))
+        notify(0.1, f"analysis {settings.name}: {settings.kind} ({inference['permutations']} permutations)")
+        outcome = run_analyses(cohort, outcomes, study.folder, config, study.atlas)[0]
+        if outcome.status != "ok":
+            raise DiscVBRError(f"analysis {settings.name} {outcome.status}: {outcome.message}")
+        notify(1.0, "done")
+        return outcome.folder
+
+    # ------------------------------------------------------------------ results
+
+    def load_results(self, node, *, name: str | None = None, show: str | None = None) -> StatisticsOutput:
+        """Bring an analysis's maps, tables and mesh into the scene (one folder, all or nothing).
+
+        Parameters
+        ----------
+        node : vtkMRMLScriptedModuleNode
+        name : str, optional
+            Analysis folder name under ``stats/`` (default: the ``AnalysisName`` setting).
+        show : str, optional
+            Map drawn on the spine mesh (default: the ``ShowMap`` setting, else ``r`` or
+            ``t``, whichever the analysis has).
+        """
+        from discvbr.io import read_image
+        from discvbr.mrml import (
+            NodeTransaction,
+            colour_table_from_scale,
+            place_in_folder,
+            show_volume_with_colours,
+            table_from_dataframe,
+            volume_from_image,
+        )
+
+        study = read_study(P.text(node, STUDY))
+        name = name or P.text(node, NAME)
+        folder = study.folder / "stats" / name
+        if name not in study.analyses:
+            have = ", ".join(study.analyses) or "none"
+            raise DiscVBRError(f"{study.folder} has no results of analysis {name!r} (analyses with results: {have})")
+        provenance = json.loads((folder / "provenance.json").read_text())
+        maps = {p.name[: -len(".nii.gz")]: p for p in sorted(folder.glob("*.nii.gz"))}
+        show = show or P.text(node, SHOW) or next((m for m in ("r", "t", "difference") if m in maps), None)
+        if show is not None and show not in maps:
+            raise DiscVBRError(f"analysis {name} has no map {show!r}; it has {', '.join(maps)}")
+        quantity = self._quantity(provenance)
+        alpha = self._alpha(node)
+        import pandas as pd
+
+        volumes, tables = {}, {}
+        with NodeTransaction(self.scene):
+            for stem, path in maps.items():
+                image = read_image(path, what=f"{name} map {stem}")
+                volume = volume_from_image(self.scene, Image(np.asarray(image.array, np.float32), image.affine), name=f"{name} {stem}", role=f"statistics {stem}")
+                kind = map_kind(stem)
+                if kind is not None:
+                    scale = self._scale(kind, image.array, quantity, alpha)
+                    colours, value_range = colour_table_from_scale(self.scene, scale, name=f"{name} {stem} colours")
+                    show_volume_with_colours(volume, colours, value_range)
+                volumes[stem] = volume
+            for table_name in _TABLES:
+                path = folder / f"{table_name}.csv"
+                if path.is_file() and path.stat().st_size > 1:
+                    try:
+                        frame = pd.read_csv(path)
+                    except pd.errors.EmptyDataError:
+                        continue
+                    tables[table_name] = table_from_dataframe(self.scene, frame, name=f"{name} {table_name}")
+            models = None
+            if show is not None:
+                models = self._mesh(study, maps[show], show, name=name, quantity=quantity, alpha=alpha)
+            nodes = [*volumes.values(), *tables.values()]
+            subject_folder = place_in_folder(self.scene, nodes, folder=f"DiscVBR statistics {name}")
+            if models is not None:
+                hierarchy = _hierarchy(self.scene)
+                hierarchy.SetItemParent(models.folder, subject_folder)
+        return StatisticsOutput(name, folder, volumes, tables, models, show, subject_folder, provenance)
+
+    @staticmethod
+    def _quantity(provenance: dict) -> str:
+        names = provenance.get("parameters", {}).get("map_names") or ["T1rho"]
+        return str(names[0]).split()[0]
+
+    def _alpha(self, node) -> float:
+        return P.number(node, ALPHA, label="alpha", minimum=1e-12, maximum=0.5)
+
+    @staticmethod
+    def _scale(kind: str, values: np.ndarray, quantity: str, alpha: float):
+        from discvbr.render.colours import colour_scale
+
+        finite = np.asarray(values, float)[np.isfinite(values)]
+        if kind == "p":
+            return colour_scale("p", values=finite, alpha=alpha, quantity=quantity)
+        if kind in ("t", "delta") and finite.size == 0:
+            return colour_scale(kind, vmin=-1.0, vmax=1.0, quantity=quantity)
+        if kind == "T" and finite.size == 0:
+            return colour_scale("T", vmin=0.0, vmax=1.0, quantity=quantity)
+        return colour_scale(kind, values=finite, quantity=quantity)
+
+    def _mesh(self, study: StudyInfo, path: Path, stem: str, *, name: str, quantity: str, alpha: float):
+        from discvbr.io import read_image
+        from discvbr.mrml import models_from_spine_scene
+        from discvbr.render.scene import build_scene
+
+        kind = map_kind(stem)
+        if kind is None:
+            raise DiscVBRError(f"map {stem!r} has no colour scale to draw on the mesh; choose r, t, a p map or a mean")
+        image = read_image(path, what=f"{name} map {stem}")
+        values = Image(np.asarray(image.array, np.float32), image.affine)
+        scale = self._scale(kind, values.array, quantity, alpha)
+        spine = build_scene(study.atlas, values, kind=kind, quantity=quantity, vmin=scale.vmin, vmax=scale.vmax, alpha=alpha)
+        return models_from_spine_scene(self.scene, spine, name=f"{name} {stem} on the spine")
+
+    def show_map_on_mesh(self, node, output: StatisticsOutput, stem: str):
+        """Replace the map drawn on the spine mesh by another map of the same analysis."""
+        maps = {p.name[: -len(".nii.gz")]: p for p in output.folder.glob("*.nii.gz")}
+        if stem not in maps:
+            raise DiscVBRError(f"analysis {output.name} has no map {stem!r}; it has {', '.join(sorted(maps))}")
+        from discvbr.mrml import NodeTransaction
+
+        study = read_study(P.text(node, STUDY))
+        with NodeTransaction(self.scene):
+            models = self._mesh(study, maps[stem], stem, name=output.name, quantity=self._quantity(output.provenance), alpha=self._alpha(node))
+            _hierarchy(self.scene).SetItemParent(models.folder, output.subject_folder)
+        if output.models is not None:
+            _hierarchy(self.scene).RemoveItem(output.models.folder, True, True)
+        output.models, output.shown = models, stem
+        return models
+
+    # ------------------------------------------------------------------ export
+
+    def export_tables(self, output: StatisticsOutput, folder: str | os.PathLike) -> list[Path]:
+        """Write the result's table nodes as CSV files (``<analysis>_<table>.csv``)."""
+        from discvbr.io import atomic_write
+        from discvbr.mrml import dataframe_from_table
+
+        folder = Path(folder)
+        written = []
+        for table_name, table in output.tables.items():
+            path = folder / f"{output.name}_{table_name}.csv"
+            with atomic_write(path) as tmp:
+                dataframe_from_table(table).to_csv(tmp, index=False)
+            written.append(path)
+        return written
+
+    def export_figure(self, node, output: StatisticsOutput, path: str | os.PathLike, *, size: tuple[int, int] = (900, 1000), camera: str = "sagittal") -> Path:
+        """Render the map shown on the mesh off screen to a PNG (the figure the pipeline's report draws)."""
+        from discvbr.io import read_image
+        from discvbr.render.scene import render_spine_maps
+
+        if output.shown is None:
+            raise DiscVBRError(f"analysis {output.name} has no map shown on the mesh to export")
+        study = read_study(P.text(node, STUDY))
+        kind = map_kind(output.shown)
+        image = read_image(output.folder / f"{output.shown}.nii.gz")
+        quantity = self._quantity(output.provenance)
+        alpha = self._alpha(node)
+        scale = self._scale(kind, np.asarray(image.array), quantity, alpha)
+        render_spine_maps(
+            study.atlas, Image(np.asarray(image.array, np.float32), image.affine), kind=kind, quantity=quantity,
+            vmin=scale.vmin, vmax=scale.vmax, alpha=alpha, size=size, camera=camera,
+            title=f"{output.name}: {output.shown}", out=path,
+        )
+        return Path(path)
+
+
+def _hierarchy(scene):
+    import slicer
+
+    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
