@@ -167,3 +167,28 @@ def test_augmentation_keeps_labels_a_partition_and_moves_them_with_the_image(sma
     x, y = make_batch([item], config=TrainConfig(architecture=TINY, preprocess=pre, crop=(32, 48)), rng=rng)
     assert x.shape == (1, 1, 32, 48) and y.shape == (1, 6, 32, 48)
     assert y[0, 1:].sum() > 0  # the crop is placed on the discs
+
+
+def test_cv_sources_keep_other_groups_always_in_training():
+    img = np.zeros((32, 32), np.float32)
+    slices = [TrainingSlice(img, img.astype(np.uint8), f"p{i}", f"ph:{i}", "phantom", 0) for i in range(6)]
+    slices += [TrainingSlice(img, img.astype(np.uint8), f"r{i}", f"real:{i}", "real-t2w", 0) for i in range(3)]
+    held = []
+    for fold in (1, 2, 3):
+        config = TrainConfig(architecture=TINY, n_folds=3, fold=fold, cv_sources=("real-t2w",))
+        train, val, split = split_slices(slices, config)
+        assert set(range(6)) <= set(train)  # every phantom slice trains in every fold
+        assert [slices[i].group for i in val] == split["validation_groups"] and len(val) == 1
+        held += split["validation_groups"]
+    assert sorted(held) == ["real:0", "real:1", "real:2"]
+
+
+def test_oversampling_draws_a_source_k_times_per_epoch(small_phantom_slices):
+    slices, pre = small_phantom_slices  # 4 phantom slices
+    steps = []
+    config = TrainConfig(architecture=TINY, preprocess=pre, augment=None, epochs=1, batch_size=2, lr=1e-3,
+                         oversample=(("phantom", 3),))
+    train_network(slices, config, device="cpu", on_step=lambda e, s, n, loss: steps.append(n))
+    assert steps == [6] * 6  # 4 slices x 3 draws / batch 2
+    with pytest.raises(DiscVBRError, match="oversampling"):
+        TrainConfig(oversample=(("phantom", 0),))

@@ -26,6 +26,8 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (one fold) or ensemble folder (fold-1..fold-K inside)."),
     folds: int = typer.Option(5, "--folds", min=1, help="Cross-validation folds, split by subject group (1: train on everything)."),
     fold: Optional[int] = typer.Option(None, "--fold", min=1, help="Train only this fold (1..folds); default: every fold, then write the ensemble."),
+    cv_sources: Optional[str] = typer.Option(None, "--cv-sources", help="Comma-separated sources whose subject groups are split into folds; groups of other sources always train (default: all sources)."),
+    oversample: Optional[str] = typer.Option(None, "--oversample", help="SOURCE=K,...: draw every training slice of SOURCE K times per epoch (fresh augmentation each time)."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="Passes over the training slices."),
     batch_size: int = typer.Option(20, "--batch-size", min=1, help="Slices per step (paper: 20)."),
     lr: float = typer.Option(1e-5, "--lr", min=0.0, help="Adam learning rate (paper 1e-6, authors' code 1e-5)."),
@@ -80,6 +82,14 @@ def train_command(
     else:
         raise DiscVBRError(f"--architecture must be cfcm or unet, got {architecture!r}")
     crop_size = None if crop is None else _ints(crop, "--crop")
+    factors = []
+    for part in (oversample or "").split(","):
+        if not part.strip():
+            continue
+        source, _, k = part.partition("=")
+        if not source.strip() or not k.strip().isdigit():
+            raise DiscVBRError(f"--oversample: {part!r} is not SOURCE=K with K a whole number")
+        factors.append((source.strip(), int(k)))
     if augment:
         aug = AugmentConfig() if extra_augment else AugmentConfig(scale=(1.0, 1.0), gamma=(1.0, 1.0), noise_sd=(0.0, 0.0))
     else:
@@ -88,7 +98,9 @@ def train_command(
 
     args = [
         "discvbr", "train", *[x for d in data for x in ("--data", str(d))], "--out", str(out), "--folds", str(folds),
-        *(["--fold", str(fold)] if fold is not None else []), "--epochs", str(epochs), "--batch-size", str(batch_size),
+        *(["--fold", str(fold)] if fold is not None else []),
+        *(["--cv-sources", cv_sources] if cv_sources else []), *(["--oversample", oversample] if oversample else []),
+        "--epochs", str(epochs), "--batch-size", str(batch_size),
         "--lr", repr(lr), "--eps", repr(eps), "--loss", loss, "--schedule", schedule,
         *(["--crop", crop] if crop else []), "--architecture", architecture, "--width", repr(width), "--blocks", blocks,
         "--unet-filters", str(unet_filters), "--pixel-mm", repr(pixel_mm),
@@ -108,6 +120,8 @@ def train_command(
         config = TrainConfig(
             architecture=arch, preprocess=preprocess, augment=aug, epochs=epochs, batch_size=batch_size, lr=lr, eps=eps,
             loss=loss, schedule=schedule, crop=crop_size, n_folds=folds, fold=k, seed=seed, val_every=val_every,
+            oversample=tuple(factors),
+            cv_sources=None if not cv_sources else tuple(v.strip() for v in cv_sources.split(",") if v.strip()),
         )
         folder = out if folds == 1 else out / f"fold-{k}"
         label = "all data" if folds == 1 else f"fold {k}/{folds}"

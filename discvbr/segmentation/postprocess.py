@@ -111,11 +111,17 @@ class LevelAssignment:
     warnings : list of str
         Everything a reviewer should know: missing or extra discs, presumed levels,
         disagreement between position and network votes.
+    uncertainty : ndarray (X, Y, Z) or None
+        Normalised entropy map (set by :func:`postprocess`).
+    per_disc_uncertainty : dict
+        Level -> score (set by :func:`postprocess`; 1 for a missing disc).
     """
 
     labels: np.ndarray
     findings: list[DiscFinding]
     warnings: list[str] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None
+    per_disc_uncertainty: dict[str, float] = field(default_factory=dict)
 
     @property
     def found(self) -> list[str]:
@@ -483,11 +489,11 @@ def postprocess(
         result = assign_levels(components, n, affine, probabilities=probabilities, where=where)
     else:
         result = _per_slice(mask, probabilities, affine, min_size=min_size, where=where)
-    unc = uncertainty_map(probabilities)
-    scores = per_disc_uncertainty(unc, result.labels, mode=mode)
+    result.uncertainty = uncertainty_map(probabilities)
+    result.per_disc_uncertainty = per_disc_uncertainty(result.uncertainty, result.labels, mode=mode)
     for f in result.findings:
         if f.label:
-            f.uncertainty = scores[f.level]
+            f.uncertainty = result.per_disc_uncertainty[f.level]
     return result
 
 

@@ -27,9 +27,7 @@ from discvbr.segmentation.postprocess import (
     DEFAULT_MIN_SIZE,
     DEFAULT_THRESHOLD,
     DiscFinding,
-    per_disc_uncertainty,
     postprocess,
-    uncertainty_map,
 )
 from discvbr.segmentation.preprocess import check_slice_image
 
@@ -193,8 +191,8 @@ def segment_discs(
     )
     inference_s = time.perf_counter() - start
     assignment = postprocess(probabilities, canonical.affine, threshold=threshold, min_size=min_size, mode=mode, where=where)
-    uncertainty = uncertainty_map(probabilities)
-    scores = per_disc_uncertainty(uncertainty, assignment.labels, mode=mode)
+    uncertainty = assignment.uncertainty
+    scores = assignment.per_disc_uncertainty
     elapsed = time.perf_counter() - start
     result = SegmentationResult(
         labels=Image(assignment.labels, canonical.affine),

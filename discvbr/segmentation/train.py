@@ -68,6 +68,13 @@ class TrainConfig:
     n_folds, fold : int
         Cross-validation: slices of the groups in fold ``fold`` (1..n_folds) are held
         out for validation. ``n_folds = 1`` trains on everything.
+    cv_sources : tuple of str or None
+        Only groups with data from these sources are split into folds; groups from other
+        sources (for example synthetic phantoms) are always in training. None: all.
+    oversample : tuple of (str, int)
+        ``(source, k)`` pairs: every training slice of that source is drawn ``k`` times per
+        epoch (each time with fresh augmentation), to weigh scarce real data against
+        plentiful synthetic data. Sources not listed are drawn once.
     seed : int
     val_every : int
         Validate every this many epochs (and after the last).
@@ -85,6 +92,8 @@ class TrainConfig:
     crop: tuple[int, int] | None = None
     n_folds: int = 1
     fold: int = 0
+    cv_sources: tuple[str, ...] | None = None
+    oversample: tuple[tuple[str, int], ...] = ()
     seed: int = 0
     val_every: int = 5
 
@@ -101,6 +110,8 @@ class TrainConfig:
             multiple = 16
             if len(self.crop) != 2 or any(c < multiple or c % multiple for c in self.crop):
                 raise DiscVBRError(f"crop must be two sizes, multiples of {multiple}, got {self.crop}")
+        if any(int(k) < 1 for _, k in self.oversample):
+            raise DiscVBRError(f"oversampling factors must be whole numbers >= 1, got {self.oversample}")
         if self.architecture.n_classes != N_CLASSES:
             raise DiscVBRError(f"the disc network has {N_CLASSES} classes, got {self.architecture.n_classes}")
 
@@ -110,6 +121,8 @@ class TrainConfig:
         values["preprocess"] = self.preprocess.as_dict()
         values["augment"] = None if self.augment is None else self.augment.as_dict()
         values["crop"] = None if self.crop is None else list(self.crop)
+        values["cv_sources"] = None if self.cv_sources is None else list(self.cv_sources)
+        values["oversample"] = {source: int(k) for source, k in self.oversample}
         return values
 
     def key(self) -> str:
@@ -227,14 +240,20 @@ def split_slices(slices: list[TrainingSlice], config: TrainConfig) -> tuple[list
         raise DiscVBRError("no training slices")
     if config.n_folds == 1:
         return list(range(len(slices))), [], {"n_folds": 1, "fold": 0, "validation_groups": []}
-    folds = assign_folds([s.group for s in slices], [s.source for s in slices], n_folds=config.n_folds, seed=config.seed)
-    train = [i for i, s in enumerate(slices) if folds[s.group] != config.fold]
-    val = [i for i, s in enumerate(slices) if folds[s.group] == config.fold]
+    split_groups = {s.group for s in slices if config.cv_sources is None or s.source in config.cv_sources}
+    if not split_groups:
+        raise DiscVBRError(f"no training data from the cross-validation sources {list(config.cv_sources or [])}")
+    chosen = [s for s in slices if s.group in split_groups]
+    folds = assign_folds([s.group for s in chosen], [s.source for s in chosen], n_folds=config.n_folds, seed=config.seed)
+    held_out = {g for g, f in folds.items() if f == config.fold}
+    train = [i for i, s in enumerate(slices) if s.group not in held_out]
+    val = [i for i, s in enumerate(slices) if s.group in held_out]
     return train, val, {
         "n_folds": config.n_folds,
         "fold": config.fold,
+        "cv_sources": None if config.cv_sources is None else list(config.cv_sources),
         "group_folds": folds,
-        "validation_groups": sorted(g for g, f in folds.items() if f == config.fold),
+        "validation_groups": sorted(held_out),
     }
 
 
@@ -335,6 +354,8 @@ def train_network(
     train_idx, val_idx, split = split_slices(slices, config)
     if not train_idx:
         raise DiscVBRError("the training side of the split is empty")
+    factors = dict(config.oversample)
+    epoch_idx = [i for i in train_idx for _ in range(int(factors.get(slices[i].source, 1)))]
     torch.manual_seed(config.seed * 1000 + config.fold)
     network = build_network(config.architecture)
     if init_from is not None:
@@ -348,7 +369,7 @@ def train_network(
     if torch_device.type == "cpu":
         network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, eps=config.eps)
-    steps_per_epoch = int(np.ceil(len(train_idx) / config.batch_size))
+    steps_per_epoch = int(np.ceil(len(epoch_idx) / config.batch_size))
     scheduler = None
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -382,7 +403,7 @@ def train_network(
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([config.seed, config.fold, epoch])
-        order = [train_idx[i] for i in rng.permutation(len(train_idx))]
+        order = [epoch_idx[i] for i in rng.permutation(len(epoch_idx))]
         losses = []
         for step in range(steps_per_epoch):
             batch = [slices[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
