@@ -15,7 +15,11 @@ import sys
 import qt
 import slicer
 import vtk
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 try:
@@ -26,6 +30,7 @@ except ImportError:  # a source checkout added with "Additional module paths": t
 from discvbr.errors import DiscVBRError
 from discvbr.extension import relaxometry as R
 from discvbr.extension.relaxometry import DiscRelaxometryLogic
+from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscRelaxometry", "DiscRelaxometryWidget", "DiscRelaxometryLogic", "DiscRelaxometryTest"]
 
@@ -56,7 +61,7 @@ Method: Iriondo C, Pedoia V, Majumdar S, et al. Magn Reson Med 2020;84:1376-1390
 """
 
 
-class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -113,30 +118,6 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.onDecayCurveToggled(False)
         self.removeObservers()
-
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.parameter_node())
-
-    def setParameterNode(self, node):
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self._parameterNode = node
-        if node is not None:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
 
     # ---------------------------------------------------------------- parameter node <-> GUI
 
@@ -388,7 +369,11 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
 
     def _phantomNodes(self):
         from discvbr.extension.dependencies import ensure_slicer_dependencies
-        from discvbr.mrml import segmentation_from_labels, sequence_from_series, volume_from_image
+        from discvbr.mrml import (
+            segmentation_from_labels,
+            sequence_from_series,
+            volume_from_image,
+        )
         from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 
         ensure_slicer_dependencies(log=logging.info)

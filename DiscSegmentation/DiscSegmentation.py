@@ -13,8 +13,11 @@ import sys
 
 import qt
 import slicer
-import vtk
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 try:
@@ -25,6 +28,7 @@ except ImportError:  # a source checkout added with "Additional module paths": t
 from discvbr.errors import DiscVBRError
 from discvbr.extension import segmentation as S
 from discvbr.extension.segmentation import DiscSegmentationLogic
+from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscSegmentation", "DiscSegmentationWidget", "DiscSegmentationLogic", "DiscSegmentationTest"]
 
@@ -49,7 +53,7 @@ quantitative MRI analysis: an automatic voxel-based relaxometry approach. Magn R
 """
 
 
-class DiscSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -93,19 +97,6 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
         self.removeObservers()
 
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def initializeParameterNode(self):
         node = self.logic.parameter_node()
         if node.GetNodeReference(S.INPUT) is None:
@@ -113,14 +104,6 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first is not None and not first.IsA("vtkMRMLLabelMapVolumeNode"):
                 node.SetNodeReferenceID(S.INPUT, first.GetID())
         self.setParameterNode(node)
-
-    def setParameterNode(self, node):
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self._parameterNode = node
-        if node is not None:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
 
     # ---------------------------------------------------------------- parameter node <-> GUI
 

@@ -13,8 +13,11 @@ import sys
 
 import qt
 import slicer
-import vtk
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 try:
@@ -25,6 +28,7 @@ except ImportError:  # a source checkout added with "Additional module paths": t
 from discvbr.errors import DiscVBRError
 from discvbr.extension import statistics as T
 from discvbr.extension.statistics import DiscStatisticsLogic
+from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscStatistics", "DiscStatisticsWidget", "DiscStatisticsLogic", "DiscStatisticsTest"]
 
@@ -48,7 +52,7 @@ Method: Iriondo C, Pedoia V, Majumdar S, et al. Magn Reson Med 2020;84:1376-1390
 """
 
 
-class DiscStatisticsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -98,30 +102,9 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._pipeline.cancel()
         self.removeObservers()
 
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-
     def onSceneStartClose(self, caller, event):
         self._output = None
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.parameter_node())
-
-    def setParameterNode(self, node):
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self._parameterNode = node
-        if node is not None:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
+        ParameterNodeWidgetMixin.onSceneStartClose(self, caller, event)
 
     # ---------------------------------------------------------------- parameter node <-> GUI
 
@@ -374,7 +357,11 @@ class DiscStatisticsTest(ScriptedLoadableModuleTest):
         from discvbr.mrml import image_from_volume
         from discvbr.phantom import PhantomConfig, write_cohort
         from discvbr.pipeline import PipelineConfig, run_pipeline
-        from discvbr.pipeline.config import FigureSettings, RegistrationSettings, StatisticsSettings
+        from discvbr.pipeline.config import (
+            FigureSettings,
+            RegistrationSettings,
+            StatisticsSettings,
+        )
 
         ensure_slicer_dependencies(log=logging.info)
         self.delayDisplay("Running the pipeline on a 4-subject phantom cohort")

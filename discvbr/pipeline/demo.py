@@ -120,7 +120,7 @@ def _true_mask_means(cohort_dir: Path, results: Path, outcomes) -> pd.DataFrame:
                              "manual": float(m.mean()) if m.size else np.nan,
                              "automatic": float(a.mean()) if a.size else np.nan,
                              "dice": _dice(auto == label, truth == label)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["subject", "session", "map", "level", "manual", "automatic", "dice"])
 
 
 def _fit_in(series_path: Path, labels: np.ndarray, kind: str) -> np.ndarray:
