@@ -13,7 +13,7 @@ from typing import Mapping
 
 from discvbr.errors import DiscVBRError
 
-__all__ = ["MODULE_ATTRIBUTE", "parameter_node", "set_defaults", "text", "number", "integer", "flag", "choice"]
+__all__ = ["MODULE_ATTRIBUTE", "ModuleLogic", "parameter_node", "set_defaults", "text", "number", "integer", "flag", "choice"]
 
 #: Attribute naming the module a parameter node belongs to (Slicer's convention).
 MODULE_ATTRIBUTE = "ModuleName"
@@ -102,3 +102,34 @@ def choice(node, name: str, options: tuple[str, ...], *, label: str) -> str:
     if value not in options:
         raise DiscVBRError(f"{label}: {value!r} is not one of {', '.join(options)}")
     return value
+
+
+class ModuleLogic:
+    """What the three module logics share: their scene and their parameter node.
+
+    Subclasses name their module (``module``) and the settings' defaults (``defaults``).
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene, optional
+        Default: ``slicer.mrmlScene``, looked up on first use so that the logic can be
+        built and tested without Slicer.
+    """
+
+    module: str = ""
+    defaults: Mapping[str, str] = {}
+
+    def __init__(self, scene=None):
+        self._scene = scene
+
+    @property
+    def scene(self):
+        if self._scene is None:
+            import slicer
+
+            self._scene = slicer.mrmlScene
+        return self._scene
+
+    def parameter_node(self):
+        """The module's parameter node (settings and the input/output node references)."""
+        return parameter_node(self.scene, self.module, self.defaults)

@@ -192,7 +192,7 @@ class RelaxometryOutput:
     registrations: dict = field(default_factory=dict)
 
 
-class DiscRelaxometryLogic:
+class DiscRelaxometryLogic(P.ModuleLogic):
     """Registration and relaxometry on scene nodes (the DiscRelaxometry module's logic).
 
     Parameters
@@ -203,21 +203,16 @@ class DiscRelaxometryLogic:
         SlicerElastix's ``ElastixLogic`` (default: found when the extension is installed).
     """
 
+    module = MODULE
+    defaults = DEFAULTS
+
     def __init__(self, scene=None, *, elastix_logic=None):
-        self._scene = scene
+        super().__init__(scene)
         self._elastix_logic = elastix_logic
-
-    @property
-    def scene(self):
-        if self._scene is None:
-            import slicer
-
-            self._scene = slicer.mrmlScene
-        return self._scene
 
     def parameter_node(self):
         """The module's parameter node; the latest DiscVBR segmentation is preselected."""
-        node = P.parameter_node(self.scene, MODULE, DEFAULTS)
+        node = super().parameter_node()
         if node.GetNodeReference(SEGMENTATION) is None:
             from discvbr.mrml import ROLE_ATTRIBUTE, iter_nodes
 

@@ -126,7 +126,7 @@ class SegmentationJob:
         self.workdir.cleanup()
 
 
-class DiscSegmentationLogic:
+class DiscSegmentationLogic(P.ModuleLogic):
     """Disc segmentation on volume nodes (the DiscSegmentation module's logic).
 
     Parameters
@@ -138,21 +138,12 @@ class DiscSegmentationLogic:
         this interpreter).
     """
 
+    module = MODULE
+    defaults = DEFAULTS
+
     def __init__(self, scene=None, *, python: str | None = None):
-        self._scene = scene
+        super().__init__(scene)
         self.python = python
-
-    @property
-    def scene(self):
-        if self._scene is None:
-            import slicer
-
-            self._scene = slicer.mrmlScene
-        return self._scene
-
-    def parameter_node(self):
-        """The module's parameter node (settings and the input/output node references)."""
-        return P.parameter_node(self.scene, MODULE, DEFAULTS)
 
     # ------------------------------------------------------------------ settings
 

@@ -174,7 +174,7 @@ class StatisticsOutput:
     provenance: dict = field(default_factory=dict)
 
 
-class DiscStatisticsLogic:
+class DiscStatisticsLogic(P.ModuleLogic):
     """Statistics of a study folder on scene nodes (the DiscStatistics module's logic).
 
     Parameters
@@ -185,20 +185,12 @@ class DiscStatisticsLogic:
         Python that runs ``discvbr run`` for a manifest.
     """
 
+    module = MODULE
+    defaults = DEFAULTS
+
     def __init__(self, scene=None, *, python: str | None = None):
-        self._scene = scene
+        super().__init__(scene)
         self.python = python
-
-    @property
-    def scene(self):
-        if self._scene is None:
-            import slicer
-
-            self._scene = slicer.mrmlScene
-        return self._scene
-
-    def parameter_node(self):
-        return P.parameter_node(self.scene, MODULE, DEFAULTS)
 
     # ------------------------------------------------------------------ settings
 
