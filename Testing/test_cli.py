@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from discvbr import __version__
@@ -30,10 +34,53 @@ def test_every_subcommand_has_help(command, capsys):
     assert "Usage" in out and command in out
 
 
-def test_phantom_command_writes_a_readable_cohort(tmp_path):
-    assert main(["phantom", "--subjects", "2", "--matrix", "96", "--out", str(tmp_path / "c"), "--seed", "3"]) == 0
+def _digests(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_phantom_command_writes_a_readable_deterministic_cohort(tmp_path):
+    from discvbr.io import read_image, read_series
+
+    for name in ("c", "again"):
+        assert main(["phantom", "--subjects", "2", "--matrix", "96", "--out", str(tmp_path / name), "--seed", "3"]) == 0
     cohort = read_manifest(tmp_path / "c" / "manifest.csv")
     assert len(cohort.subjects) == 2
+    for entry in cohort:
+        series = read_series(entry.series["t1rho"].paths, entry.series["t1rho"].times)
+        labels = read_image(Path(entry.series["t1rho"].paths[0]).parent / "discs.nii.gz")  # the true disc labels
+        assert series.data.shape[:3] == labels.shape == (1, 96, 96)
+        assert set(np.unique(labels.array)) == {0, 1, 2, 3, 4, 5}
+    # the same seed writes the same bytes; only the cohort's run time may differ
+    first, second = _digests(tmp_path / "c"), _digests(tmp_path / "again")
+    assert first.keys() == second.keys()
+    differ = [name for name in first if first[name] != second[name]]
+    assert differ in ([], ["truth.json"]), differ
+    truths = [json.loads((tmp_path / name / "truth.json").read_text()) for name in ("c", "again")]
+    for truth in truths:
+        truth.pop("seconds", None)
+    assert truths[0] == truths[1]
+
+
+def test_import_pulls_in_neither_slicer_nor_qt():
+    code = ("import sys, discvbr, discvbr.cli, discvbr.mrml, discvbr.extension.segmentation, "
+            "discvbr.extension.relaxometry, discvbr.extension.statistics; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'slicer', 'qt', 'ctk', 'PythonQt', 'vtkmodules'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_run_with_a_bad_manifest_is_one_line_and_writes_nothing(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("subject,session,t1rho,t1rho_times\nsub-01,baseline,missing.nii.gz,0;10;40;80\n")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "discvbr", "run", str(manifest), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "missing.nii.gz" in result.stderr and "sub-01" in result.stderr
+    assert not out.exists()
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):

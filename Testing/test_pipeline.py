@@ -156,6 +156,10 @@ def test_two_dask_workers_give_the_in_process_results(cohort, finished, tmp_path
     result = run_pipeline(cohort / "manifest.csv", tmp_path / "run", config=_fast_config(), workers=2)
     assert {s.status for s in result.sessions} == {"ok"}
     _assert_same_outputs(finished.out, tmp_path / "run")
+    # what the sessions logged in the worker processes is in the run's log file
+    run_log = (tmp_path / "run" / "discvbr.log").read_text()
+    for session in result.sessions:
+        assert f"[worker] {session.subject}/{session.session}: ok in" in run_log
 
 
 def test_bad_manifest_and_unwritable_output_are_refused(tmp_path, cohort):
@@ -163,6 +167,7 @@ def test_bad_manifest_and_unwritable_output_are_refused(tmp_path, cohort):
     garbage.write_bytes(b"\x00\xff\x10 not a table")
     with pytest.raises(DiscVBRError, match="manifest"):
         run_pipeline(garbage, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "a refused manifest leaves no output folder behind"
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(DiscVBRError, match="not writable"):
@@ -185,3 +190,35 @@ def test_demo_on_a_tiny_cohort_reports_against_the_truth(tmp_path):
     assert set(evaluation["effects"]) == {"odi_groups", "t1rho_vs_t2"}
     assert (tmp_path / "results" / "report.html").is_file()
     assert (tmp_path / "results" / "tables" / "agreement_true_vs_automatic_masks.csv").is_file()
+
+
+def test_own_parameter_files_are_used_and_an_edit_redoes_only_the_registrations(cohort, finished, tmp_path):
+    from dataclasses import replace
+
+    from discvbr.registration.params import PARAMETER_DIR
+
+    params = tmp_path / "params"
+    shutil.copytree(PARAMETER_DIR, params)
+    fast = _fast_config()
+    config = replace(fast, registration=replace(fast.registration, parameter_folder=str(params)))
+    bad = replace(fast, registration=replace(fast.registration, parameter_folder=str(tmp_path / "nowhere")))
+    with pytest.raises(DiscVBRError, match="registration.parameter_folder"):
+        run_pipeline(cohort / "manifest.csv", tmp_path / "refused", config=bad)
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    same_files = run_pipeline(cohort / "manifest.csv", out, config=config)
+    # the shipped maps copied into a folder of one's own register exactly as the shipped ones
+    _assert_same_outputs(finished.out, out)
+    for session in same_files.sessions:
+        assert not any(step.startswith("register-") for step in session.skipped_steps), session.skipped_steps
+
+    affine = params / "affine-2d.txt"
+    affine.write_text(affine.read_text().replace("(MaximumNumberOfIterations 250)", "(MaximumNumberOfIterations 20)"))
+    edited = run_pipeline(cohort / "manifest.csv", out, config=config)
+    for session in edited.sessions:
+        assert session.status == "ok"
+        assert not any(step.startswith("register-") for step in session.skipped_steps), session.skipped_steps
+        # the mask and the native fits do not depend on registration settings
+        assert {"mask", "native"} <= set(session.skipped_steps), session.skipped_steps

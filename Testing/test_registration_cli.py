@@ -75,3 +75,33 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "discvbr: error: give either --manifest (a cohort) or --mask (one subject)"
     assert main(["build-atlas", "--out", str(tmp_path / "a"), "--phantom", "wobbly"]) == 2
     assert "phantom atlas kind must be one of healthy, degenerated" in capsys.readouterr().err
+
+
+def test_tune_registration_in_two_processes_resumes_and_writes_runnable_best_maps(cohort_with_masks, tmp_path, capsys):
+    import json
+
+    from discvbr.registration.params import read_parameter_file
+
+    out = tmp_path / "tune"
+    args = ["tune-registration", "-m", str(cohort_with_masks), "-o", str(out), "--levels", "L4L5,L3L4",
+            "--iterations-range", "10", "20", "--jobs", "2", "--seed", "4"]
+    assert main(args + ["--trials", "2"]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and np.isfinite(trials["value"]).all()
+    # trials ran two at a time in worker processes and still each got its own parameters
+    assert trials[["params_final_grid_spacing", "params_iterations", "params_rigidity_weight"]].drop_duplicates().shape[0] == 2
+    assert main(args + ["--trials", "3"]) == 0  # resumes: one more trial, the first two kept
+    resumed = pd.read_csv(out / "trials.csv")
+    assert len(resumed) == 3
+    np.testing.assert_array_equal(resumed["value"][:2], trials["value"])
+    best = json.loads((out / "best.json").read_text())
+    assert best["value"] == pytest.approx(resumed["value"].min(), abs=1e-12)
+    bspline = read_parameter_file(out / "best" / "bspline-2d.txt")
+    assert 10 <= int(bspline["MaximumNumberOfIterations"][0]) <= 20
+    # the best maps run as the user's parameter files
+    capsys.readouterr()
+    reg = tmp_path / "reg"
+    assert main(["register", "-m", str(cohort_with_masks), "-o", str(reg), "--levels", "L4L5",
+                 "--parameters", str(out / "best")]) == 0
+    qc = pd.read_csv(reg / "registration_qc.csv")
+    assert qc["dice"].item() > 0.9

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from discvbr.cli import main
-from discvbr.io import Image, write_image
+from discvbr.io import Image, read_image, write_image
 from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 
 
@@ -39,9 +39,27 @@ def test_render_writes_png_and_provenance(files, capsys):
 
 
 def test_render_per_level_map(files):
-    out = files / "r.png"
-    assert main(["render", "-a", str(files / "atlas.nii.gz"), "-m", f"L4L5={files / 'l4l5.nii.gz'}", "-k", "r", "-o", str(out), "--size", "300x360", "--camera", "oblique"]) == 0
-    assert json.loads(out.with_suffix(".json").read_text())["colour_range"] == [-1.0, 1.0]
+    from matplotlib.image import imread
+
+    def render(name: str, value: float) -> np.ndarray:
+        atlas = read_image(files / "atlas.nii.gz")
+        level_map = files / f"{name}.nii.gz"
+        write_image(level_map, Image(np.where(atlas.array == 2, value, np.nan).astype(np.float32), atlas.affine))
+        out = files / f"{name}.png"
+        assert main(["render", "-a", str(files / "atlas.nii.gz"), "-m", f"L4L5={level_map}", "-k", "r", "-o", str(out),
+                     "--size", "300x360", "--camera", "oblique"]) == 0
+        assert json.loads(out.with_suffix(".json").read_text())["colour_range"] == [-1.0, 1.0]
+        return imread(out)[..., :3].astype(float)
+
+    negative, positive = render("r_negative", -0.6), render("r_positive", 0.6)
+    # only the L4L5 plane differs between the two figures: blue where r = -0.6, red where r = +0.6
+    # on the diverging scale (the spine mesh in front of it tints the colours, hence the margins)
+    changed = np.abs(negative - positive).sum(axis=-1) > 0.3
+    changed[:, 240:] = False  # the colour bar is the same in both
+    assert changed.sum() >= 100
+    blue = negative[..., 2] - negative[..., 0]
+    red = positive[..., 0] - positive[..., 2]
+    assert np.median(blue[changed]) > 0.1 and np.median(red[changed]) > 0.1
 
 
 @pytest.mark.parametrize(

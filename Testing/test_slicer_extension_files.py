@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from discvbr import DiscVBRError
+
 REPO = Path(__file__).resolve().parents[1]
 MODULES = ("DiscSegmentation", "DiscRelaxometry", "DiscStatistics")
 #: Qt, CTK and MRML widget classes a Slicer .ui may use without declaring them.
@@ -179,6 +181,74 @@ def test_unmet_requirements_reads_installed_versions():
 
     wanted = ["scipy>=1.10", "itk-elastix==0.25.4", "nibabel>=5.0", "scipy<1.0"]
     assert unmet_requirements(wanted, version_of=version_of) == ["itk-elastix==0.25.4", "nibabel>=5.0", "scipy<1.0"]
+
+
+def _fake_slicer(monkeypatch, *, with_pydeps: bool, confirm: bool = True) -> dict:
+    """Fake ``slicer`` and ``PyTorchUtils`` modules that record what DiscVBR asks them to install."""
+    import types
+
+    calls: dict = {}
+
+    def read_constraints(path) -> list[str]:
+        return Path(path).read_text().split()
+
+    def confirm_ok_cancel(*args) -> bool:
+        calls["asked"] = args
+        return confirm
+
+    util = types.SimpleNamespace(
+        confirmOkCancelDisplay=confirm_ok_cancel,
+        pip_install=lambda args: calls.update(pip_install=list(args), constraints=read_constraints(args[1])),
+    )
+    slicer = types.ModuleType("slicer")
+    slicer.util = util
+    if with_pydeps:
+        slicer.pydeps = types.SimpleNamespace(
+            load_requirements=lambda path: ["from " + Path(path).name],
+            pip_ensure=lambda reqs, constraints, requester: calls.update(
+                pip_ensure=reqs, constraints=read_constraints(constraints), requester=requester),
+        )
+    torch_utils = types.ModuleType("PyTorchUtils")
+    torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(torchInstalled=lambda: True)
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
+    return calls
+
+
+@pytest.mark.parametrize("with_pydeps", [True, False])
+def test_installs_in_slicer_never_replace_what_slicer_ships(monkeypatch, with_pydeps):
+    import importlib.metadata
+
+    from discvbr.extension import dependencies
+
+    calls = _fake_slicer(monkeypatch, with_pydeps=with_pydeps)
+    state = {"missing": ["nibabel>=5.0"]}
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: state["missing"])
+    monkeypatch.setattr(dependencies, "_install", _after(dependencies._install, lambda: state.update(missing=[])))
+    dependencies.ensure_slicer_dependencies(log=lambda line: None)
+    pinned = {f"{name}=={importlib.metadata.version(name)}" for name in ("numpy", "vtk", "torch")}
+    assert pinned <= set(calls["constraints"])  # the versions installed here, pinned
+    if with_pydeps:
+        assert calls["pip_ensure"] == ["from slicer-requirements.txt"] and calls["requester"] == "DiscVBR"
+    else:
+        assert calls["pip_install"][0] == "-c" and calls["pip_install"][2:] == ["nibabel>=5.0"]
+
+
+def test_declining_the_install_names_what_is_missing(monkeypatch):
+    from discvbr.extension import dependencies
+
+    calls = _fake_slicer(monkeypatch, with_pydeps=False, confirm=False)
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: ["nibabel>=5.0"])
+    with pytest.raises(DiscVBRError, match="cannot run without: nibabel>=5.0"):
+        dependencies.ensure_slicer_dependencies(log=lambda line: None)
+    assert "nibabel>=5.0" in calls["asked"][0] and "pip_install" not in calls
+
+
+def _after(function, then):
+    def wrapped(*args, **kwargs):
+        function(*args, **kwargs)
+        then()
+    return wrapped
 
 
 def test_light_constants_match_the_packages_they_mirror():

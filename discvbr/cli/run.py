@@ -60,7 +60,6 @@ def run_command(
     from discvbr.errors import DiscVBRError
     from discvbr.pipeline.config import config_template as template
     from discvbr.pipeline.config import load_config
-    from discvbr.io import ensure_writable
     from discvbr.pipeline.runner import run_pipeline
 
     if config_template:
@@ -69,7 +68,6 @@ def run_command(
     if manifest is None or out is None:
         raise DiscVBRError("discvbr run needs a MANIFEST and --out (see discvbr run --help)")
     settings = load_config(config)
-    ensure_writable(out)
     display, update = _progress_bars()
     with display:
         result = run_pipeline(manifest, out, config=settings, workers=workers, scheduler=scheduler, progress=update)

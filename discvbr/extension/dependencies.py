@@ -5,8 +5,10 @@ what Slicer ships: numpy and vtk are never replaced, and torch comes from the Py
 extension, whose ``PyTorchUtils`` chooses the build matching the machine's CUDA). A module
 calls :func:`ensure_slicer_dependencies` when the user first asks it to compute: what is
 installed is checked with :mod:`importlib.metadata`, and what is missing is installed after
-the user agrees (``slicer.packaging.pip_ensure`` on Slicer >= 5.12, else
-``slicer.util.pip_install``).
+the user agrees (``slicer.pydeps.pip_ensure`` on Slicer >= 5.11, else
+``slicer.util.pip_install``). Every install runs under a pip constraints file that pins
+the packages Slicer ships (numpy, vtk, SimpleITK) and torch to their installed versions,
+so a dependency that asks for a newer one fails to resolve instead of replacing them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +27,8 @@ __all__ = [
     "TORCH_REQUIREMENT",
     "read_requirements",
     "unmet_requirements",
+    "PROTECTED_PACKAGES",
+    "protected_constraints",
     "ensure_slicer_dependencies",
 ]
 
@@ -31,6 +36,8 @@ __all__ = [
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "data" / "slicer-requirements.txt"
 #: Version of torch asked of the PyTorch extension.
 TORCH_REQUIREMENT = ">=2.1"
+#: Distributions that Slicer ships (or the PyTorch extension installs): never replaced.
+PROTECTED_PACKAGES = ("numpy", "vtk", "SimpleITK", "torch")
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
@@ -91,6 +98,37 @@ def unmet_requirements(requirements: Sequence[str], *, version_of: Callable[[str
     return unmet
 
 
+def protected_constraints(*, version_of: Callable[[str], str] | None = None) -> list[str]:
+    """pip constraint lines pinning the installed :data:`PROTECTED_PACKAGES` (``"numpy==2.1.3"``).
+
+    Packages that are not installed are not constrained.
+    """
+    version_of = version_of or importlib.metadata.version
+    lines = []
+    for name in PROTECTED_PACKAGES:
+        try:
+            lines.append(f"{name}=={version_of(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return lines
+
+
+def _install(slicer, missing: list[str], constraints: Path) -> None:
+    pydeps = getattr(slicer, "pydeps", None)
+    if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+        pydeps.pip_ensure(pydeps.load_requirements(str(REQUIREMENTS_FILE)), constraints=str(constraints),
+                          requester="DiscVBR")
+        return
+    question = (
+        "DiscVBR needs these Python packages, which are not installed:\n\n" + "\n".join(missing)
+        + "\n\nInstall them now? This may take a few minutes."
+    )
+    if not slicer.util.confirmOkCancelDisplay(question, "DiscVBR: install Python packages"):
+        raise DiscVBRError(f"DiscVBR cannot run without: {', '.join(missing)}")
+    # a list goes to pip as its arguments, on every Slicer version
+    slicer.util.pip_install(["-c", str(constraints), *missing])
+
+
 def ensure_slicer_dependencies(*, log: Callable[[str], None] = print) -> None:
     """Make sure torch and DiscVBR's packages are importable in 3D Slicer, asking before installing.
 
@@ -118,17 +156,10 @@ def ensure_slicer_dependencies(*, log: Callable[[str], None] = print) -> None:
     if not missing:
         return
     log(f"missing Python packages: {', '.join(missing)}")
-    packaging = getattr(slicer, "packaging", None)
-    if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)), requester="DiscVBR")
-    else:
-        question = (
-            "DiscVBR needs these Python packages, which are not installed:\n\n" + "\n".join(missing)
-            + "\n\nInstall them now? This may take a few minutes."
-        )
-        if not slicer.util.confirmOkCancelDisplay(question, "DiscVBR: install Python packages"):
-            raise DiscVBRError(f"DiscVBR cannot run without: {', '.join(missing)}")
-        slicer.util.pip_install(missing)
+    with tempfile.TemporaryDirectory(prefix="discvbr-pip-") as folder:
+        constraints = Path(folder) / "slicer-constraints.txt"
+        constraints.write_text("\n".join(protected_constraints()) + "\n")
+        _install(slicer, missing, constraints)
     still = unmet_requirements(requirements)
     if still:
         raise DiscVBRError(f"these Python packages are still missing or too old: {', '.join(still)} (see the Python console)")

@@ -67,6 +67,12 @@ class RegistrationSettings:
     iterations: int = _doc("B-spline iterations per resolution (paper: 200).", 200)
     rigidity_weight: float = _doc("Weight of the transform rigidity penalty (paper: 0.77).", 0.77)
     margin_mm: float = _doc("Margin around each disc's bounding box when cropping, mm.", 10.0)
+    parameter_folder: str = _doc(
+        "Folder with your own elastix parameter files affine-2d.txt, bspline-2d.txt, affine-3d.txt, "
+        "bspline-3d.txt (e.g. the best maps of `discvbr tune-registration`); \"\" uses the shipped files. The three "
+        "settings above still override their entries in these files.",
+        "",
+    )
 
 
 @dataclass(frozen=True)

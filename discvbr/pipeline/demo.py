@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from discvbr.io import read_image, write_json
+from discvbr.io import atomic_write, ensure_writable, read_image, write_json
 from discvbr.levels import DISC_LEVELS
 from discvbr.pipeline.config import PipelineConfig
-from discvbr.io import ensure_writable
 from discvbr.pipeline.runner import Progress, RunResult, run_pipeline
 from discvbr.pipeline.session import session_folder
 
@@ -143,7 +142,8 @@ def _agreement_section(cohort_dir: Path, results: Path, outcomes):
     from discvbr.render.report import ReportSection
 
     table = _true_mask_means(cohort_dir, results, outcomes)
-    table.to_csv(results / "tables" / "agreement_true_vs_automatic_masks.csv", index=False)
+    with atomic_write(results / "tables" / "agreement_true_vs_automatic_masks.csv") as tmp:
+        table.to_csv(tmp, index=False)
     section = ReportSection(
         "Biomarker agreement: true vs automatic masks",
         "Mean disc T1rho in subject space from the phantom's true disc labels (the 'manual' masks) and from the "

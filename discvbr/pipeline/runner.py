@@ -93,6 +93,18 @@ def _data_mode(cohort: Cohort) -> str:
     return kinds.pop()
 
 
+def _check_parameter_folder(folder: str, mode: str) -> None:
+    """Refuse, before any work, a registration.parameter_folder without readable maps for ``mode``."""
+    if not folder:
+        return
+    from discvbr.registration.params import load_parameter_files
+
+    try:
+        load_parameter_files(2 if mode == "2d" else 3, parameter_dir=folder)
+    except (DiscVBRError, OSError) as exc:
+        raise DiscVBRError(f"registration.parameter_folder = {folder!r}: {exc}") from None
+
+
 def _setup_log(out: Path) -> logging.Handler:
     handler = logging.FileHandler(out / "discvbr.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -144,16 +156,17 @@ def run_pipeline(
 
     start = time.perf_counter()
     out = Path(out)
-    ensure_writable(out)
     config = config or PipelineConfig()
     # a missing file stops the run before any work (usually a typo); a damaged image is
     # reported for its session only, when that session reads it
     cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest, check_images=False)
+    mode = _data_mode(cohort)
+    _check_parameter_folder(config.registration.parameter_folder, mode)
+    ensure_writable(out)
     notify = progress or (lambda *args: None)
     handler = _setup_log(out)
     try:
         log.info("run started: %d sessions, output %s", len(cohort), out)
-        mode = _data_mode(cohort)
         atlas_name = DEFAULT_ATLAS if config.registration.atlas == "default" else config.registration.atlas
         atlas = load_atlas(atlas_name, mode=mode)
         atlas_folder = save_atlas(atlas, out / "atlas")
@@ -218,6 +231,8 @@ def _run_sessions(tasks: list[SessionTask], *, workers: int, scheduler: str | No
                 i = order[future.key]
                 try:
                     outcomes[i] = future.result()
+                    for level, message in outcomes[i].log_records:  # logged in the worker
+                        log.log(level, "[worker] %s", message)
                 except Exception as exc:  # a worker died: that session failed, the others go on
                     entry = tasks[i].entry
                     outcome = SessionOutcome(entry.subject, entry.session)

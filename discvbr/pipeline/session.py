@@ -19,6 +19,7 @@ Stages, each a resumable :class:`~discvbr.pipeline.cache.Step` in the session fo
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class SessionOutcome:
     registration_qc: list[dict] = field(default_factory=list)
     segmentation: dict = field(default_factory=dict)
     skipped_steps: list[str] = field(default_factory=list)
+    log_records: list[tuple[int, str]] = field(default_factory=list)  # (level, message) logged while it ran
 
     def fail(self, stage: str, message: str, level: str | None = None) -> None:
         self.failures.append({"stage": stage, "level": level, "message": message})
@@ -81,7 +83,20 @@ class SessionOutcome:
             "registration_qc": self.registration_qc,
             "segmentation": self.segmentation,
             "skipped_steps": self.skipped_steps,
+            "log": [[logging.getLevelName(level), message] for level, message in self.log_records],
         }
+
+
+class _RecordKeeper(logging.Handler):
+    """Keeps what DiscVBR logs during one session, so that a run in a worker process can
+    write it to the run's log file (the file's handler lives in the main process only)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelno, record.getMessage()))
 
 
 def process_session(task: SessionTask, *, progress: Callable[[str], None] | None = None) -> SessionOutcome:
@@ -91,6 +106,28 @@ def process_session(task: SessionTask, *, progress: Callable[[str], None] | None
     folder = session_folder(task.out, entry.subject, entry.session)
     where = f"subject {entry.subject}, session {entry.session}"
     notify = progress or (lambda stage: None)
+    keeper = _RecordKeeper()
+    package_log = logging.getLogger("discvbr")
+    level = package_log.level
+    package_log.addHandler(keeper)
+    if package_log.getEffectiveLevel() > logging.INFO:
+        package_log.setLevel(logging.INFO)
+    start = time.perf_counter()
+    try:
+        _run_stages(task, outcome, folder, where, notify)
+        log.info("%s/%s: %s in %.1f s%s", entry.subject, entry.session, outcome.status, time.perf_counter() - start,
+                 f" (resumed: {', '.join(outcome.skipped_steps)})" if outcome.skipped_steps else "")
+    finally:
+        package_log.removeHandler(keeper)
+        package_log.setLevel(level)
+    outcome.log_records = keeper.records
+    write_json(folder / "session.json", outcome.as_dict())
+    return outcome
+
+
+def _run_stages(task: SessionTask, outcome: SessionOutcome, folder: Path, where: str, notify: Callable[[str], None]) -> None:
+    """The per-session stages, in order; bad data and bugs become failures in ``outcome``."""
+    entry = task.entry
     try:
         series = {kind: ref.load() for kind, ref in entry.series.items()}
         series = {kind: _canonical_series(s, where) for kind, s in series.items()}
@@ -110,8 +147,6 @@ def process_session(task: SessionTask, *, progress: Callable[[str], None] | None
     except Exception as exc:  # a bug must not stop the other subjects; keep its trace in the log
         log.error("%s: unexpected error\n%s", where, traceback.format_exc())
         outcome.fail("internal", f"{where}: unexpected {type(exc).__name__}: {exc}")
-    write_json(folder / "session.json", outcome.as_dict())
-    return outcome
 
 
 def _canonical_series(series: EchoSeries, where: str) -> EchoSeries:
@@ -246,6 +281,7 @@ def _roi_rows(entry: SessionEntry, kind: str, space: str, t_map: np.ndarray, lab
 
 def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: SessionOutcome) -> dict:
     from discvbr.registration import DiscRegistration, DiscTask, RegistrationParams, load_atlas, run_disc_tasks
+    from discvbr.registration.params import parameter_file_names
 
     settings = task.config.registration
     atlas = load_atlas(task.atlas_folder)
@@ -253,6 +289,12 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
         final_grid_spacing=settings.final_grid_spacing,
         iterations=settings.iterations,
         rigidity_weight=settings.rigidity_weight,
+        parameter_dir=settings.parameter_folder or None,
+    )
+    # the files' contents, not only their folder, decide whether a registration is redone
+    parameter_files = (
+        [Path(settings.parameter_folder) / name for name in parameter_file_names(atlas.ndim)]
+        if settings.parameter_folder else []
     )
     subject = f"{task.entry.subject}/{task.entry.session}"
     values = np.asarray(mask.array)
@@ -263,7 +305,7 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
             f"register-{level}",
             folder,
             {"registration": config_to_dict(settings), "atlas": atlas.name},
-            [folder / "masks" / "discs.nii.gz", task.atlas_folder / "labels.nii.gz"],
+            [folder / "masks" / "discs.nii.gz", task.atlas_folder / "labels.nii.gz", *parameter_files],
         )
         if not (values == label).any():
             outcome.fail("registration", f"subject {subject}, disc {level}: not in the mask (not segmented)", level)

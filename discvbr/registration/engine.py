@@ -18,12 +18,14 @@ throughput comes from running discs and subjects in separate processes.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from discvbr.io import atomic_write
 from discvbr.registration.params import ParameterMap
 
 __all__ = [
@@ -168,7 +170,8 @@ def run_elastix(
         finally:
             if log_file is not None and log.is_file():
                 Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-                Path(log_file).write_text(log.read_text(errors="replace"))
+                with atomic_write(log_file) as tmp:
+                    shutil.copyfile(log, tmp)
         result = method.GetTransformParameterObject()
         return [
             {k: tuple(v) for k, v in dict(result.GetParameterMap(i)).items()}
