@@ -212,3 +212,23 @@ def test_cli_segment_bad_input_exits_2_and_writes_nothing(tiny_model, tmp_path, 
     assert status == 2 and "missing.nii.gz" in capsys.readouterr().err
     status = main(["segment", str(axial), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "no-model")])
     assert status == 2
+
+
+def test_cli_train_records_its_augmentation_and_refuses_a_bad_zoom(phantom_session_2d, tmp_path, capsys):
+    image = write_image(tmp_path / "echo1.nii.gz", phantom_session_2d.t1rho.echo(0))
+    labels = write_image(tmp_path / "discs.nii.gz", phantom_session_2d.labels)
+    table = tmp_path / "train.csv"
+    table.write_text(f"subject,image,labels\nsub-01,{image},{labels}\n")
+    common = ["train", "--data", str(table), "--folds", "1", "--epochs", "1", "--batch-size", "1",
+              "--width", "0.0625", "--blocks", "1,1,1,1", "--pixel-mm", "3.75", "--device", "cpu"]
+    status = main([*common, "--out", str(tmp_path / "model"), "--zoom", "0.8,1.25"])
+    assert status == 0
+    metadata = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert metadata["training"]["settings"]["augment"]["scale"] == [0.8, 1.25]
+    assert "--zoom 0.8,1.25" in metadata["training"]["command"]
+    assert load_model(tmp_path / "model").members[0].metadata["name"] == "cfcm"
+    capsys.readouterr()
+    for bad in ("1.2,0.8", "0,1", "0.9", "small,big"):
+        status = main([*common, "--out", str(tmp_path / f"bad-{bad}"), "--zoom", bad])
+        assert status == 2 and "--zoom" in capsys.readouterr().err, bad
+        assert not (tmp_path / f"bad-{bad}").exists()

@@ -11,13 +11,14 @@ import typer
 from discvbr.cli import app
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
+def _numbers(text: str, what: str, kind: type = int) -> tuple:
     from discvbr.errors import DiscVBRError
 
     try:
-        return tuple(int(v) for v in text.replace(";", ",").split(",") if v.strip())
+        return tuple(kind(v) for v in text.replace(";", ",").split(",") if v.strip())
     except ValueError:
-        raise DiscVBRError(f"{what}: {text!r} is not a comma-separated list of integers") from None
+        noun = "integers" if kind is int else "numbers"
+        raise DiscVBRError(f"{what}: {text!r} is not a comma-separated list of {noun}") from None
 
 
 @app.command("train")
@@ -42,6 +43,7 @@ def train_command(
     pixel_mm: float = typer.Option(240.0 / 256.0, "--pixel-mm", help="In-plane pixel size of the network grid, mm."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="The paper's augmentations (rotation, elastic, Gaussian brightening)."),
     extra_augment: bool = typer.Option(True, "--extra-augment/--no-extra-augment", help="Also zoom, gamma and noise (helps synthetic-to-real transfer)."),
+    zoom: str = typer.Option("0.9,1.1", "--zoom", help="MIN,MAX of the extra augmentation's isotropic zoom (disc size differs between people)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the folds, the initialisation, the augmentations and the batch order."),
     val_every: int = typer.Option(5, "--val-every", min=1, help="Validate every this many epochs."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this model's weights (fine-tuning)."),
@@ -76,12 +78,12 @@ def train_command(
     if amp_value is None:
         raise DiscVBRError(f"--amp must be auto, on or off, got {amp!r}")
     if architecture == "cfcm":
-        arch = CFCMConfig(width=width, blocks=_ints(blocks, "--blocks"))
+        arch = CFCMConfig(width=width, blocks=_numbers(blocks, "--blocks"))
     elif architecture == "unet":
         arch = UNetConfig(base_filters=unet_filters)
     else:
         raise DiscVBRError(f"--architecture must be cfcm or unet, got {architecture!r}")
-    crop_size = None if crop is None else _ints(crop, "--crop")
+    crop_size = None if crop is None else _numbers(crop, "--crop")
     factors = []
     for part in (oversample or "").split(","):
         if not part.strip():
@@ -90,8 +92,11 @@ def train_command(
         if not source.strip() or not k.strip().isdigit():
             raise DiscVBRError(f"--oversample: {part!r} is not SOURCE=K with K a whole number")
         factors.append((source.strip(), int(k)))
+    zoom_range = _numbers(zoom, "--zoom", float)
+    if len(zoom_range) != 2 or not 0 < zoom_range[0] <= zoom_range[1]:
+        raise DiscVBRError(f"--zoom must be MIN,MAX with 0 < MIN <= MAX, got {zoom!r}")
     if augment:
-        aug = AugmentConfig() if extra_augment else AugmentConfig(scale=(1.0, 1.0), gamma=(1.0, 1.0), noise_sd=(0.0, 0.0))
+        aug = AugmentConfig(scale=zoom_range) if extra_augment else AugmentConfig(scale=(1.0, 1.0), gamma=(1.0, 1.0), noise_sd=(0.0, 0.0))
     else:
         aug = None
     preprocess = PreprocessConfig(pixel_mm=pixel_mm)
@@ -105,6 +110,7 @@ def train_command(
         *(["--crop", crop] if crop else []), "--architecture", architecture, "--width", repr(width), "--blocks", blocks,
         "--unet-filters", str(unet_filters), "--pixel-mm", repr(pixel_mm),
         "--augment" if augment else "--no-augment", "--extra-augment" if extra_augment else "--no-extra-augment",
+        "--zoom", zoom,
         "--seed", str(seed), "--val-every", str(val_every), *(["--init-from", str(init_from)] if init_from else []),
         "--device", device, "--amp", amp, *(["--threads", str(threads)] if threads else []), "--name", name,
     ]
