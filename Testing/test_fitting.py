@@ -21,6 +21,7 @@ from discvbr.fitting import (
     cramer_rao_sd,
     estimate_noise_sigma,
     fit_monoexp,
+    fit_monoexp_tensor,
     get_preset,
     rician_mean,
 )
@@ -361,6 +362,80 @@ def test_cuda_asked_without_cuda_raises():
         pytest.skip("a CUDA device is present")
     with pytest.raises(DiscVBRError, match="CUDA"):
         fit_monoexp(np.ones((2, 4)), TIMES_4, device="cuda")
+
+
+def _torch_devices() -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _torch_devices())
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"method": "loglinear"}, {"method": "rician", "noise_sigma": 20.0}, {"dtype": "float64"}],
+    ids=["lm", "loglinear", "rician", "lm-float64"],
+)
+def test_tensor_fit_on_its_device_matches_fit_monoexp(device, options):
+    # The device-resident entry point screens, fits and labels on the tensor's device; the
+    # statuses equal fit_monoexp's on numpy and T, S0, T_sd agree to float32 rounding
+    # (relative 1e-4), across several blocks and with a mask.
+    import torch
+
+    rng = np.random.default_rng(23)
+    y = simulate(rng.uniform(20, 300, 3000), 1000.0, TIMES_8, 20.0, rng)
+    y[:3, 3] = [np.nan, np.inf, -np.inf]
+    y[3:6] = 0.0
+    y[6, 2] = -4.0
+    y[7] = 1000.0 * np.exp(-TIMES_8 / 900.0)  # beyond the T1rho threshold
+    y = y.reshape(30, 100, 8)
+    mask = np.ones((30, 100), bool)
+    mask[10:12] = False
+    dtype = options.pop("dtype", "float32")
+    a = fit_monoexp(y, TIMES_8, mask, preset="t1rho_b", backend="numpy", dtype=dtype, **options)
+    signal = torch.as_tensor(y, dtype=getattr(torch, dtype), device=device)
+    b = fit_monoexp_tensor(signal, TIMES_8, torch.as_tensor(mask), preset="t1rho_b", block_size=700, **options)
+    assert b.T.device.type == device and b.T.dtype == signal.dtype and tuple(b.T.shape) == (30, 100)
+    assert b.params["device"].startswith(device) and b.params["t_max_ms"] == a.params["t_max_ms"]
+    host = b.to_numpy()
+    np.testing.assert_array_equal(host.status, a.status)
+    assert set(np.unique(a.status)) >= {FitStatus.NOT_FITTED, FitStatus.NONFINITE_INPUT, FitStatus.LOW_SIGNAL,
+                                        FitStatus.NEGATIVE_INPUT, FitStatus.CONVERGED}
+    np.testing.assert_array_equal(b.valid.cpu().numpy(), a.valid)
+    for name in ("T", "S0", "T_sd"):
+        np.testing.assert_allclose(getattr(host, name), getattr(a, name), rtol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(host.r2, a.r2, atol=1e-5, equal_nan=True)
+
+
+def test_tensor_fit_flags_non_convergence_like_the_torch_backend():
+    # Two iterations leave voxels unconverged; the same torch arithmetic decides it in both paths.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(29)
+    y = simulate(rng.uniform(40, 200, 2000), 1000.0, TIMES_8, 50.0, rng)
+    a = fit_monoexp(y, TIMES_8, backend="torch", device="cpu", max_iter=2)
+    b = fit_monoexp_tensor(torch.from_numpy(y.astype(np.float32)), TIMES_8, max_iter=2).to_numpy()
+    stuck = a.status == FitStatus.NOT_CONVERGED
+    assert 0 < stuck.sum() < stuck.size
+    np.testing.assert_array_equal(b.status, a.status)
+    np.testing.assert_allclose(b.T, a.T, rtol=1e-6, equal_nan=True)
+
+
+def test_tensor_fit_bad_input_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(DiscVBRError, match="torch tensor"):
+        fit_monoexp_tensor(np.ones((2, 4)), TIMES_4)
+    with pytest.raises(DiscVBRError, match="does not match the 4 times"):
+        fit_monoexp_tensor(torch.ones(2, 3), TIMES_4)
+    with pytest.raises(DiscVBRError, match="mask of shape"):
+        fit_monoexp_tensor(torch.ones(3, 4), TIMES_4, torch.ones(2, dtype=torch.bool))
+    with pytest.raises(DiscVBRError, match="needs noise_sigma"):
+        fit_monoexp_tensor(torch.ones(3, 4), TIMES_4, method="rician")
+    with pytest.raises(DiscVBRError, match="strictly increasing"):
+        fit_monoexp_tensor(torch.ones(3, 4), [0.0, 10.0, 10.0, 20.0])
+    with pytest.raises(DiscVBRError, match="min_echoes"):
+        fit_monoexp_tensor(torch.ones(3, 4), TIMES_4, min_echoes=5)
 
 
 def test_bad_voxels_are_flagged_and_the_rest_fitted():

@@ -225,28 +225,11 @@ def fit_monoexp(
     if not (np.issubdtype(signal.dtype, np.integer) or np.issubdtype(signal.dtype, np.floating)):
         raise DiscVBRError(f"signal must hold real magnitudes, got dtype {signal.dtype}")
     spatial = signal.shape[:-1]
-    if method not in METHODS:
-        raise DiscVBRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    preset_obj = get_preset(preset) if preset is not None else None
-    t_min = float(t_min if t_min is not None else (preset_obj.t_min if preset_obj else 0.0))
-    t_max = float(t_max if t_max is not None else (preset_obj.t_max if preset_obj else np.inf))
-    if not (t_min >= 0 and t_max > t_min):
-        raise DiscVBRError(f"T range must satisfy 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max} ms")
-    if not 2 <= int(min_echoes) <= n_echoes:
-        raise DiscVBRError(f"min_echoes must be between 2 and the number of echoes ({n_echoes}), got {min_echoes}")
-    if not (np.isfinite(min_snr) and min_snr >= 0):
-        raise DiscVBRError(f"min_snr must be a non-negative number, got {min_snr}")
-    if int(max_iter) < 1:
-        raise DiscVBRError(f"max_iter must be at least 1, got {max_iter}")
-    try:
-        work_dtype = np.dtype(dtype)
-    except TypeError:
-        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-    if work_dtype not in kernel.DEFAULT_XTOL:
-        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    xtol = kernel.DEFAULT_XTOL[work_dtype] if xtol is None else float(xtol)
-    if not 0 < xtol < 1:
-        raise DiscVBRError(f"xtol must be in (0, 1), got {xtol}")
+    options = check_options(
+        n_echoes, method=method, preset=preset, t_min=t_min, t_max=t_max, min_snr=min_snr,
+        min_echoes=min_echoes, dtype=dtype, xtol=xtol, max_iter=max_iter,
+    )
+    work_dtype, xtol, t_min, t_max = options.dtype, options.xtol, options.t_min, options.t_max
 
     mask_flat = _flat_mask(mask, spatial)
     sigma_flat = _flat_sigma(noise_sigma, spatial, mask_flat)
@@ -301,12 +284,7 @@ def fit_monoexp(
         if y.shape[1]:
             res = fit_block(y, sigma=sigma)
             with np.errstate(invalid="ignore"):
-                in_range = ~res["at_limit"] & (res["T"] > t_min) & (res["T"] < t_max)
-            fitted = np.where(
-                res["converged"],
-                np.where(in_range, FitStatus.CONVERGED, FitStatus.T_OUT_OF_RANGE),
-                FitStatus.NOT_CONVERGED,
-            ).astype(np.uint8)
+                fitted = fitted_status(np, res, t_min, t_max).astype(np.uint8)
             block_status[todo] = fitted
             keep = fitted == FitStatus.CONVERGED
             for name in maps:
@@ -317,21 +295,10 @@ def fit_monoexp(
 
     _run_parallel(fit_selection, _selections(mask_flat, n_voxels, block_size), workers)
 
-    params = {
-        "method": method,
-        "backend": backend_name,
-        "device": device_name,
-        "dtype": work_dtype.name,
-        "times_ms": times.tolist(),
-        "preset": preset_obj.name if preset_obj else None,
-        "t_min_ms": t_min,
-        "t_max_ms": t_max,
-        "noise_sigma": None if sigma_flat is None else ("per-voxel" if np.ndim(sigma_flat) else float(sigma_flat)),
-        "min_snr": float(min_snr),
-        "min_echoes": int(min_echoes),
-        "xtol": xtol,
-        "max_iter": int(max_iter),
-    }
+    params = options.as_params(
+        backend=backend_name, device=device_name, times=times,
+        noise_sigma=None if sigma_flat is None else ("per-voxel" if np.ndim(sigma_flat) else float(sigma_flat)),
+    )
     return FitResult(
         T=maps["T"].reshape(spatial),
         S0=maps["S0"].reshape(spatial),
@@ -344,6 +311,87 @@ def fit_monoexp(
 
 #: Internal status of a screened voxel that still has to be fitted.
 _PENDING = 255
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Checked options of a fit (see :func:`fit_monoexp` for their meaning)."""
+
+    method: str
+    preset: FitPreset | None
+    t_min: float
+    t_max: float
+    min_snr: float
+    min_echoes: int
+    dtype: np.dtype
+    xtol: float
+    max_iter: int
+
+    def as_params(self, *, backend: str, device: str, times: np.ndarray, noise_sigma) -> dict:
+        """The provenance record stored with the maps."""
+        return {
+            "method": self.method,
+            "backend": backend,
+            "device": device,
+            "dtype": self.dtype.name,
+            "times_ms": times.tolist(),
+            "preset": self.preset.name if self.preset else None,
+            "t_min_ms": self.t_min,
+            "t_max_ms": self.t_max,
+            "noise_sigma": noise_sigma,
+            "min_snr": self.min_snr,
+            "min_echoes": self.min_echoes,
+            "xtol": self.xtol,
+            "max_iter": self.max_iter,
+        }
+
+
+def check_options(
+    n_echoes: int, *, method, preset, t_min, t_max, min_snr, min_echoes, dtype, xtol, max_iter
+) -> FitOptions:
+    """Validate the options shared by every fitting entry point.
+
+    Raises
+    ------
+    DiscVBRError
+        Naming the option that is out of range or unknown.
+    """
+    if method not in METHODS:
+        raise DiscVBRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    preset_obj = get_preset(preset) if preset is not None else None
+    t_min = float(t_min if t_min is not None else (preset_obj.t_min if preset_obj else 0.0))
+    t_max = float(t_max if t_max is not None else (preset_obj.t_max if preset_obj else np.inf))
+    if not (t_min >= 0 and t_max > t_min):
+        raise DiscVBRError(f"T range must satisfy 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max} ms")
+    if not 2 <= int(min_echoes) <= n_echoes:
+        raise DiscVBRError(f"min_echoes must be between 2 and the number of echoes ({n_echoes}), got {min_echoes}")
+    if not (np.isfinite(min_snr) and min_snr >= 0):
+        raise DiscVBRError(f"min_snr must be a non-negative number, got {min_snr}")
+    if int(max_iter) < 1:
+        raise DiscVBRError(f"max_iter must be at least 1, got {max_iter}")
+    try:
+        work_dtype = np.dtype(dtype)
+    except TypeError:
+        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if work_dtype not in kernel.DEFAULT_XTOL:
+        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    xtol = kernel.DEFAULT_XTOL[work_dtype] if xtol is None else float(xtol)
+    if not 0 < xtol < 1:
+        raise DiscVBRError(f"xtol must be in (0, 1), got {xtol}")
+    return FitOptions(method, preset_obj, t_min, t_max, float(min_snr), int(min_echoes), work_dtype, xtol, int(max_iter))
+
+
+def fitted_status(xp, res: dict, t_min: float, t_max: float):
+    """Status of fitted voxels from a kernel result: converged and in range, out of range, or not converged.
+
+    ``xp`` is numpy or torch; returns an integer array of :class:`FitStatus` codes.
+    """
+    in_range = ~res["at_limit"] & (res["T"] > t_min) & (res["T"] < t_max)
+    return xp.where(
+        res["converged"],
+        xp.where(in_range, int(FitStatus.CONVERGED), int(FitStatus.T_OUT_OF_RANGE)),
+        int(FitStatus.NOT_CONVERGED),
+    )
 
 
 def _screen(y: np.ndarray, floor, min_echoes: int) -> np.ndarray:
