@@ -356,12 +356,13 @@ def test_mask_of_wrong_shape_raises():
         fit_monoexp(np.ones((3, 4, 4)), TIMES_4, np.ones((4, 3), bool))
 
 
-def test_cuda_asked_without_cuda_raises():
+def test_cuda_device_that_is_not_there_raises():
+    # Without a GPU any CUDA device is missing; with one, the index after the last is.
     torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present")
-    with pytest.raises(DiscVBRError, match="CUDA"):
-        fit_monoexp(np.ones((2, 4)), TIMES_4, device="cuda")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = f"cuda:{count}" if count else "cuda"
+    with pytest.raises(DiscVBRError, match="CUDA device"):
+        fit_monoexp(np.ones((2, 4)), TIMES_4, device=device)
 
 
 def _torch_devices() -> list[str]:

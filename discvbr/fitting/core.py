@@ -214,30 +214,18 @@ def fit_monoexp(
     Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. Magn Reson Med
     1995;34:910-914.
     """
-    times = validate_times(times, what="times")
-    n_echoes = times.size
     signal = np.asarray(signal)
-    if signal.ndim < 1 or signal.shape[-1] != n_echoes:
-        raise DiscVBRError(
-            f"signal of shape {signal.shape} does not match the {n_echoes} times given: "
-            "echoes must be on the last axis, one per time"
-        )
+    options = check_options(
+        times, signal.shape, method=method, preset=preset, t_min=t_min, t_max=t_max, noise_sigma=noise_sigma,
+        min_snr=min_snr, min_echoes=min_echoes, dtype=dtype, xtol=xtol, max_iter=max_iter,
+    )
     if not (np.issubdtype(signal.dtype, np.integer) or np.issubdtype(signal.dtype, np.floating)):
         raise DiscVBRError(f"signal must hold real magnitudes, got dtype {signal.dtype}")
-    spatial = signal.shape[:-1]
-    options = check_options(
-        n_echoes, method=method, preset=preset, t_min=t_min, t_max=t_max, min_snr=min_snr,
-        min_echoes=min_echoes, dtype=dtype, xtol=xtol, max_iter=max_iter,
-    )
+    times, n_echoes, spatial = options.times, options.times.size, signal.shape[:-1]
     work_dtype, xtol, t_min, t_max = options.dtype, options.xtol, options.t_min, options.t_max
 
     mask_flat = _flat_mask(mask, spatial)
     sigma_flat = _flat_sigma(noise_sigma, spatial, mask_flat)
-    if method == "rician" and sigma_flat is None:
-        raise DiscVBRError(
-            "method 'rician' needs noise_sigma (the Gaussian noise SD per channel); estimate it from a "
-            "background region with discvbr.fitting.estimate_noise_sigma"
-        )
 
     backend_name, device_name = _resolve_backend(backend, device)
     axis = kernel.TimeAxis.from_times(times, work_dtype)
@@ -296,7 +284,7 @@ def fit_monoexp(
     _run_parallel(fit_selection, _selections(mask_flat, n_voxels, block_size), workers)
 
     params = options.as_params(
-        backend=backend_name, device=device_name, times=times,
+        backend=backend_name, device=device_name,
         noise_sigma=None if sigma_flat is None else ("per-voxel" if np.ndim(sigma_flat) else float(sigma_flat)),
     )
     return FitResult(
@@ -317,6 +305,7 @@ _PENDING = 255
 class FitOptions:
     """Checked options of a fit (see :func:`fit_monoexp` for their meaning)."""
 
+    times: np.ndarray
     method: str
     preset: FitPreset | None
     t_min: float
@@ -327,14 +316,14 @@ class FitOptions:
     xtol: float
     max_iter: int
 
-    def as_params(self, *, backend: str, device: str, times: np.ndarray, noise_sigma) -> dict:
+    def as_params(self, *, backend: str, device: str, noise_sigma) -> dict:
         """The provenance record stored with the maps."""
         return {
             "method": self.method,
             "backend": backend,
             "device": device,
             "dtype": self.dtype.name,
-            "times_ms": times.tolist(),
+            "times_ms": self.times.tolist(),
             "preset": self.preset.name if self.preset else None,
             "t_min_ms": self.t_min,
             "t_max_ms": self.t_max,
@@ -347,15 +336,23 @@ class FitOptions:
 
 
 def check_options(
-    n_echoes: int, *, method, preset, t_min, t_max, min_snr, min_echoes, dtype, xtol, max_iter
+    times, signal_shape: tuple[int, ...], *, method, preset, t_min, t_max, noise_sigma, min_snr, min_echoes, dtype,
+    xtol, max_iter,
 ) -> FitOptions:
-    """Validate the options shared by every fitting entry point.
+    """Validate the times, the signal's shape and the options shared by every fitting entry point.
 
     Raises
     ------
     DiscVBRError
         Naming the option that is out of range or unknown.
     """
+    times = validate_times(times, what="times")
+    n_echoes = times.size
+    if len(signal_shape) < 1 or signal_shape[-1] != n_echoes:
+        raise DiscVBRError(
+            f"signal of shape {tuple(signal_shape)} does not match the {n_echoes} times given: "
+            "echoes must be on the last axis, one per time"
+        )
     if method not in METHODS:
         raise DiscVBRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     preset_obj = get_preset(preset) if preset is not None else None
@@ -378,7 +375,12 @@ def check_options(
     xtol = kernel.DEFAULT_XTOL[work_dtype] if xtol is None else float(xtol)
     if not 0 < xtol < 1:
         raise DiscVBRError(f"xtol must be in (0, 1), got {xtol}")
-    return FitOptions(method, preset_obj, t_min, t_max, float(min_snr), int(min_echoes), work_dtype, xtol, int(max_iter))
+    if method == "rician" and noise_sigma is None:
+        raise DiscVBRError(
+            "method 'rician' needs noise_sigma (the Gaussian noise SD per channel); estimate it from a "
+            "background region with discvbr.fitting.estimate_noise_sigma"
+        )
+    return FitOptions(times, method, preset_obj, t_min, t_max, float(min_snr), int(min_echoes), work_dtype, xtol, int(max_iter))
 
 
 def fitted_status(xp, res: dict, t_min: float, t_max: float):

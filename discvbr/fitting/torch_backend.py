@@ -20,9 +20,8 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.fitting import kernel
-from discvbr.fitting.core import _PENDING, FitResult, FitStatus, check_options, fitted_status
+from discvbr.fitting.core import _PENDING, FitResult, FitStatus, _flat_sigma, check_options, fitted_status
 from discvbr.fitting.presets import FitPreset
-from discvbr.io import validate_times
 
 #: Voxels per block on a GPU: 4 Mi voxels amortise the kernel launches and keep memory
 #: (a dozen ``(E, n)`` arrays in flight, ~1.6 GB in float32 for 8 echoes) far below a GPU's.
@@ -145,6 +144,18 @@ def resolve_device(device: str):
     return dev
 
 
+def axis_on_device(axis: kernel.TimeAxis, dtype, device) -> kernel.TimeAxis:
+    """The normalised times as torch tensors of ``dtype`` on ``device``."""
+    import torch
+
+    return kernel.TimeAxis(
+        torch.as_tensor(axis.tau, dtype=dtype, device=device),
+        torch.as_tensor(axis.powers, dtype=dtype, device=device),
+        axis.t_ref,
+        axis.t_scale,
+    )
+
+
 class TorchBlockFitter:
     """Fits numpy blocks ``(E, n)`` on a torch device and returns numpy results.
 
@@ -163,12 +174,7 @@ class TorchBlockFitter:
 
         self.device = resolve_device(device)
         self.dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-        self.axis = kernel.TimeAxis(
-            torch.as_tensor(axis.tau, dtype=self.dtype, device=self.device),
-            torch.as_tensor(axis.powers, dtype=self.dtype, device=self.device),
-            axis.t_ref,
-            axis.t_scale,
-        )
+        self.axis = axis_on_device(axis, self.dtype, self.device)
         self.ops = TorchOps()
 
     def __call__(self, y: np.ndarray, *, method: str, sigma, xtol: float, max_iter: int) -> dict:
@@ -274,26 +280,20 @@ def fit_monoexp_tensor(
 
     if not isinstance(signal, torch.Tensor):
         raise DiscVBRError(f"signal must be a torch tensor here, got {type(signal).__name__}; use fit_monoexp for arrays")
-    times = validate_times(times, what="times")
-    n_echoes = times.size
-    if signal.ndim < 1 or signal.shape[-1] != n_echoes:
-        raise DiscVBRError(
-            f"signal of shape {tuple(signal.shape)} does not match the {n_echoes} times given: "
-            "echoes must be on the last axis, one per time"
-        )
-    if signal.is_complex() or signal.dtype == torch.bool:
-        raise DiscVBRError(f"signal must hold real magnitudes, got dtype {signal.dtype}")
     work = signal.dtype if signal.dtype in (torch.float32, torch.float64) else torch.float32
     options = check_options(
-        n_echoes, method=method, preset=preset, t_min=t_min, t_max=t_max, min_snr=min_snr, min_echoes=min_echoes,
-        dtype="float64" if work == torch.float64 else "float32", xtol=xtol, max_iter=max_iter,
+        times, tuple(signal.shape), method=method, preset=preset, t_min=t_min, t_max=t_max, noise_sigma=noise_sigma,
+        min_snr=min_snr, min_echoes=min_echoes, dtype="float64" if work == torch.float64 else "float32", xtol=xtol,
+        max_iter=max_iter,
     )
-    if noise_sigma is not None and not (np.isfinite(noise_sigma) and noise_sigma > 0):
-        raise DiscVBRError(f"noise_sigma must be a positive number, got {noise_sigma}")
-    if method == "rician" and noise_sigma is None:
-        raise DiscVBRError("method 'rician' needs noise_sigma; estimate it with discvbr.fitting.estimate_noise_sigma")
-    device = signal.device
+    if signal.is_complex() or signal.dtype == torch.bool:
+        raise DiscVBRError(f"signal must hold real magnitudes, got dtype {signal.dtype}")
+    if noise_sigma is not None and np.ndim(noise_sigma) != 0:
+        raise DiscVBRError("noise_sigma must be one number here; fit_monoexp takes a map of it")
     spatial = tuple(signal.shape[:-1])
+    noise_sigma = _flat_sigma(noise_sigma, spatial, None)
+    n_echoes = options.times.size
+    device = signal.device
     flat = signal.reshape(-1, n_echoes)
     n_voxels = flat.shape[0]
     selected = None
@@ -306,15 +306,9 @@ def fit_monoexp_tensor(
     if block < 1:
         raise DiscVBRError(f"block_size must be positive, got {block}")
 
-    np_axis = kernel.TimeAxis.from_times(times, options.dtype)
-    axis = kernel.TimeAxis(
-        torch.as_tensor(np_axis.tau, dtype=work, device=device),
-        torch.as_tensor(np_axis.powers, dtype=work, device=device),
-        np_axis.t_ref,
-        np_axis.t_scale,
-    )
+    axis = axis_on_device(kernel.TimeAxis.from_times(options.times, options.dtype), work, device)
     ops = TorchOps()
-    floor = 0.0 if noise_sigma is None else options.min_snr * float(noise_sigma)
+    floor = 0.0 if noise_sigma is None else options.min_snr * noise_sigma
     names = ("T", "S0", "r2", "T_sd")
     maps = {name: torch.full((n_voxels,), math.nan, dtype=work, device=device) for name in names}
     status = torch.full((n_voxels,), int(FitStatus.NOT_FITTED), dtype=torch.uint8, device=device)
@@ -335,5 +329,5 @@ def fit_monoexp_tensor(
                 for name in names:
                     maps[name][start + todo] = torch.where(keep, res[name], math.nan)
             status[start:stop] = block_status
-    params = options.as_params(backend="torch", device=str(device), times=times, noise_sigma=noise_sigma)
+    params = options.as_params(backend="torch", device=str(device), noise_sigma=noise_sigma)
     return DeviceFitResult(**{name: maps[name].reshape(spatial) for name in names}, status=status.reshape(spatial), params=params)
