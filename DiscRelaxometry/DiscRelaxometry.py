@@ -23,14 +23,18 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 try:
-    import discvbr  # noqa: F401  (installed beside the module by the extension build)
-except ImportError:  # a source checkout added with "Additional module paths": the package is one folder up
+    import DiscVBRLib  # noqa: F401  (installed beside the module with the discvbr package by the extension build)
+except ImportError:  # a source checkout added with "Additional module paths": both are one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from DiscVBRLib.compat import require_supported_python
+
+require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
+
+from DiscVBRLib.widget import ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import relaxometry as R
 from discvbr.extension.relaxometry import DiscRelaxometryLogic
-from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscRelaxometry", "DiscRelaxometryWidget", "DiscRelaxometryLogic", "DiscRelaxometryTest"]
 
@@ -369,11 +373,9 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
 
     def _phantomNodes(self):
         from discvbr.extension.dependencies import ensure_slicer_dependencies
-        from discvbr.mrml import (
-            segmentation_from_labels,
-            sequence_from_series,
-            volume_from_image,
-        )
+        from discvbr.mrml.segmentations import segmentation_from_labels
+        from discvbr.mrml.series import sequence_from_series
+        from discvbr.mrml.volumes import volume_from_image
         from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 
         ensure_slicer_dependencies(log=logging.info)
@@ -387,7 +389,7 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
     def test_register_and_fit_phantom(self):
         import numpy as np
 
-        from discvbr.mrml import image_from_volume
+        from discvbr.mrml.volumes import image_from_volume
 
         self.delayDisplay("Registering and fitting a phantom")
         session, echoes, t2, segmentation = self._phantomNodes()

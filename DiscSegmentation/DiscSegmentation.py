@@ -21,14 +21,18 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 try:
-    import discvbr  # noqa: F401  (installed beside the module by the extension build)
-except ImportError:  # a source checkout added with "Additional module paths": the package is one folder up
+    import DiscVBRLib  # noqa: F401  (installed beside the module with the discvbr package by the extension build)
+except ImportError:  # a source checkout added with "Additional module paths": both are one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from DiscVBRLib.compat import require_supported_python
+
+require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
+
+from DiscVBRLib.widget import ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import segmentation as S
 from discvbr.extension.segmentation import DiscSegmentationLogic
-from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscSegmentation", "DiscSegmentationWidget", "DiscSegmentationLogic", "DiscSegmentationTest"]
 
@@ -254,7 +258,7 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
         self.addLog(f"masks saved to {saved}")
 
     def onImportLabels(self):
-        from discvbr.mrml import image_from_volume
+        from discvbr.mrml.volumes import image_from_volume
 
         try:
             labels = image_from_volume(self.ui.labelMapSelector.currentNode())
@@ -305,7 +309,7 @@ class DiscSegmentationTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from discvbr.levels import DISC_COLOURS, DISC_LEVELS
-        from discvbr.mrml import image_from_volume, volume_from_image
+        from discvbr.mrml.volumes import image_from_volume, volume_from_image
 
         self.delayDisplay("Segmenting a phantom in a separate process")
         session = self._phantom()
@@ -334,7 +338,7 @@ class DiscSegmentationTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from discvbr.io import read_image
-        from discvbr.mrml import volume_from_image
+        from discvbr.mrml.volumes import volume_from_image
 
         self.delayDisplay("Importing phantom masks and saving them back")
         session = self._phantom()

@@ -21,14 +21,18 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 try:
-    import discvbr  # noqa: F401  (installed beside the module by the extension build)
-except ImportError:  # a source checkout added with "Additional module paths": the package is one folder up
+    import DiscVBRLib  # noqa: F401  (installed beside the module with the discvbr package by the extension build)
+except ImportError:  # a source checkout added with "Additional module paths": both are one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from DiscVBRLib.compat import require_supported_python
+
+require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
+
+from DiscVBRLib.widget import ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import statistics as T
 from discvbr.extension.statistics import DiscStatisticsLogic
-from discvbr.extension.widget import ParameterNodeWidgetMixin
 
 __all__ = ["DiscStatistics", "DiscStatisticsWidget", "DiscStatisticsLogic", "DiscStatisticsTest"]
 
@@ -354,7 +358,7 @@ class DiscStatisticsTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from discvbr.extension.dependencies import ensure_slicer_dependencies
-        from discvbr.mrml import image_from_volume
+        from discvbr.mrml.volumes import image_from_volume
         from discvbr.phantom import PhantomConfig, write_cohort
         from discvbr.pipeline import PipelineConfig, run_pipeline
         from discvbr.pipeline.config import (

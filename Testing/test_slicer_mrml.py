@@ -6,7 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from discvbr import DiscVBRError, mrml
+from discvbr import DiscVBRError
+from discvbr.mrml.colours import colour_table_from_scale, disc_colour_table
+from discvbr.mrml.legends import add_colour_legend
+from discvbr.mrml.models import model_from_polydata
+from discvbr.mrml.plots import plot_curves
+from discvbr.mrml.scene import NodeTransaction, load_scene, new_scene, save_scene
+from discvbr.mrml.segmentations import _binary_name, _oriented, labels_from_segmentation, segment_level, segmentation_from_labels
+from discvbr.mrml.series import sequence_from_series, series_from_node, series_from_volumes
+from discvbr.mrml.tables import dataframe_from_table, table_from_dataframe
+from discvbr.mrml.transforms import det_jacobian_from_points, points_from_transform, transform_from_points
+from discvbr.mrml.volumes import image_from_volume, volume_from_image
 from discvbr.io import Image
 from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
@@ -29,7 +39,7 @@ def session():
 
 @pytest.fixture()
 def scene():
-    return mrml.new_scene()
+    return new_scene()
 
 
 def _node_ids(scene) -> list[str]:
@@ -39,8 +49,8 @@ def _node_ids(scene) -> list[str]:
 def test_volume_geometry_round_trip(scene):
     rng = np.random.default_rng(0)
     image = Image(rng.normal(size=(3, 5, 7)).astype(np.float32), OBLIQUE)
-    node = mrml.volume_from_image(scene, image, name="oblique")
-    back = mrml.image_from_volume(node)
+    node = volume_from_image(scene, image, name="oblique")
+    back = image_from_volume(node)
     np.testing.assert_array_equal(back.array, image.array)
     np.testing.assert_allclose(back.affine, OBLIQUE, atol=1e-9)
     # Slicer's own view of the voxel (i, j, k) = (2, 4, 6): IJKToRAS gives the affine's position
@@ -58,7 +68,7 @@ def test_volume_geometry_round_trip(scene):
 
 def test_volume_under_linear_transform_is_read_in_world_coordinates(scene):
     image = Image(np.zeros((2, 3, 4), np.float32), np.diag([1.0, 2.0, 3.0, 1.0]))
-    node = mrml.volume_from_image(scene, image, name="moved")
+    node = volume_from_image(scene, image, name="moved")
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     shift = np.eye(4)
     shift[:3, 3] = [5.0, -2.0, 1.0]
@@ -66,49 +76,49 @@ def test_volume_under_linear_transform_is_read_in_world_coordinates(scene):
 
     transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
     node.SetAndObserveTransformNodeID(transform.GetID())
-    np.testing.assert_allclose(mrml.image_from_volume(node).affine, shift @ image.affine, atol=1e-9)
+    np.testing.assert_allclose(image_from_volume(node).affine, shift @ image.affine, atol=1e-9)
 
 
 def test_multicomponent_volume_round_trip(scene, session):
-    node = mrml.volume_from_image(scene, Image(session.t1rho.data, session.t1rho.affine), name="series")
+    node = volume_from_image(scene, Image(session.t1rho.data, session.t1rho.affine), name="series")
     assert node.IsA("vtkMRMLVectorVolumeNode")
     node.SetAttribute("MultiVolume.FrameLabels", ",".join(f"{t:g}" for t in session.t1rho.times))
-    series = mrml.series_from_node(node, kind="t1rho")
+    series = series_from_node(node, kind="t1rho")
     np.testing.assert_array_equal(series.data, session.t1rho.data)
     np.testing.assert_array_equal(series.times, session.t1rho.times)
 
 
 def test_series_from_echo_volumes_and_sequence(scene, session):
-    echoes = [mrml.volume_from_image(scene, session.t2.echo(e), name=f"echo {e}") for e in range(session.t2.n_echoes)]
-    from_volumes = mrml.series_from_volumes(echoes, "0;12.9;25.7;51.4", kind="t2")
+    echoes = [volume_from_image(scene, session.t2.echo(e), name=f"echo {e}") for e in range(session.t2.n_echoes)]
+    from_volumes = series_from_volumes(echoes, "0;12.9;25.7;51.4", kind="t2")
     np.testing.assert_array_equal(from_volumes.data, session.t2.data)
     np.testing.assert_allclose(from_volumes.affine, session.t2.affine)
-    sequence, browser = mrml.sequence_from_series(scene, session.t2, name="t2")
+    sequence, browser = sequence_from_series(scene, session.t2, name="t2")
     assert sequence.GetNumberOfDataNodes() == 4 and sequence.GetIndexUnit() == "ms"
     assert browser.GetProxyNode(sequence) is not None  # the echoes can be browsed in the views
-    from_sequence = mrml.series_from_node(sequence, kind="t2")  # times from the index values
+    from_sequence = series_from_node(sequence, kind="t2")  # times from the index values
     np.testing.assert_array_equal(from_sequence.data, session.t2.data)
     np.testing.assert_allclose(from_sequence.times, session.t2.times)
 
 
 def test_series_bad_input_names_the_problem(scene, session):
-    echoes = [mrml.volume_from_image(scene, session.t1rho.echo(e), name=f"tsl {e}") for e in range(4)]
+    echoes = [volume_from_image(scene, session.t1rho.echo(e), name=f"tsl {e}") for e in range(4)]
     with pytest.raises(DiscVBRError, match="4 echo volume\\(s\\) but 3 times"):
-        mrml.series_from_volumes(echoes, "0;10;40", kind="t1rho")
+        series_from_volumes(echoes, "0;10;40", kind="t1rho")
     shifted = session.t1rho.affine.copy()
     shifted[:3, 3] += 1.5
-    other = mrml.volume_from_image(scene, Image(session.t1rho.data[..., 3], shifted), name="tsl moved")
+    other = volume_from_image(scene, Image(session.t1rho.data[..., 3], shifted), name="tsl moved")
     with pytest.raises(DiscVBRError, match="different grids.*'tsl 0'.*'tsl moved'"):
-        mrml.series_from_volumes([*echoes[:3], other], "0;10;40;80", kind="t1rho")
+        series_from_volumes([*echoes[:3], other], "0;10;40;80", kind="t1rho")
     with pytest.raises(DiscVBRError, match="at least two"):
-        mrml.series_from_volumes(echoes[:1], "0", kind="t1rho")
-    sequence, _ = mrml.sequence_from_series(scene, session.t1rho, name="t1rho", browse=False)
+        series_from_volumes(echoes[:1], "0", kind="t1rho")
+    sequence, _ = sequence_from_series(scene, session.t1rho, name="t1rho", browse=False)
     with pytest.raises(DiscVBRError, match="4 echo volume\\(s\\) but 2 times"):
-        mrml.series_from_node(sequence, times="0;10", kind="t1rho")
+        series_from_node(sequence, times="0;10", kind="t1rho")
 
 
 def test_segmentation_names_colours_and_round_trip(scene, session):
-    node = mrml.segmentation_from_labels(scene, session.labels, name="discs")
+    node = segmentation_from_labels(scene, session.labels, name="discs")
     segmentation = node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
     assert ids == list(DISC_LEVELS)
@@ -116,44 +126,44 @@ def test_segmentation_names_colours_and_round_trip(scene, session):
         segment = segmentation.GetSegment(level)
         assert segment.GetName() == level and segment.GetLabelValue() == label
         np.testing.assert_allclose(segment.GetColor(), DISC_COLOURS[level], atol=1e-6)
-    back = mrml.labels_from_segmentation(node, reference=session.labels)
+    back = labels_from_segmentation(node, reference=session.labels)
     np.testing.assert_array_equal(back.array, session.labels.array)
     # on a reoriented grid (axes flipped): the same physical labelling
     flipped = Image(np.empty(session.labels.shape, np.uint8), session.labels.affine @ np.array([[1, 0, 0, 0], [0, -1, 0, 127], [0, 0, 1, 0], [0, 0, 0, 1.0]]))
-    np.testing.assert_array_equal(mrml.labels_from_segmentation(node, reference=flipped).array, session.labels.array[:, ::-1, :])
+    np.testing.assert_array_equal(labels_from_segmentation(node, reference=flipped).array, session.labels.array[:, ::-1, :])
 
 
 def test_segmentation_with_missing_level_or_bad_names(scene, session):
     labels = np.asarray(session.labels.array).copy()
     labels[labels == 4] = 0  # no L2L3
-    node = mrml.segmentation_from_labels(scene, Image(labels, session.labels.affine), name="partial")
+    node = segmentation_from_labels(scene, Image(labels, session.labels.affine), name="partial")
     assert node.GetSegmentation().GetSegment("L2L3") is not None  # kept as an empty segment to paint
     with pytest.raises(DiscVBRError, match="partial.*no voxel for disc\\(s\\) L2L3"):
-        mrml.labels_from_segmentation(node, reference=session.labels, what="'partial'")
+        labels_from_segmentation(node, reference=session.labels, what="'partial'")
     node.GetSegmentation().GetSegment("L1L2").SetName("Segment_1")
     with pytest.raises(DiscVBRError, match="segment 'Segment_1' is not a disc level"):
-        mrml.labels_from_segmentation(node, reference=session.labels)
-    assert mrml.segment_level("L4-L5") == "L4L5" and mrml.segment_level("l5/s1 disc") == "L5S1"
-    assert mrml.segment_level("vertebra L4") is None
+        labels_from_segmentation(node, reference=session.labels)
+    assert segment_level("L4-L5") == "L4L5" and segment_level("l5/s1 disc") == "L5S1"
+    assert segment_level("vertebra L4") is None
 
 
 def test_overlapping_segments_are_refused(scene, session):
-    node = mrml.segmentation_from_labels(scene, session.labels, name="discs")
+    node = segmentation_from_labels(scene, session.labels, name="discs")
     import slicer
 
     labels = np.asarray(session.labels.array)
     grown = slicer.vtkOrientedImageData()
     # L4L5 painted over L3L4 (a segment's labelmap holds its label value, 2)
-    grown.DeepCopy(mrml._oriented(np.where((labels == 2) | (labels == 3), 2, 0), session.labels.affine))
-    node.GetSegmentation().GetSegment("L4L5").AddRepresentation(mrml._binary_name(), grown)
+    grown.DeepCopy(_oriented(np.where((labels == 2) | (labels == 3), 2, 0), session.labels.affine))
+    node.GetSegmentation().GetSegment("L4L5").AddRepresentation(_binary_name(), grown)
     with pytest.raises(DiscVBRError, match="L4L5 and L3L4 overlap|L3L4 and L4L5 overlap"):
-        mrml.labels_from_segmentation(node, reference=session.labels)
+        labels_from_segmentation(node, reference=session.labels)
 
 
 @pytest.mark.parametrize("kind, values", [("T", np.linspace(40, 160, 50)), ("r", np.linspace(-0.9, 0.8, 50)), ("p", 10 ** np.linspace(-5, 0, 50))])
 def test_colour_tables_give_the_scale_colours(scene, kind, values):
     scale = colour_scale(kind, values=values)
-    node, (lo, hi) = mrml.colour_table_from_scale(scene, scale, name=kind)
+    node, (lo, hi) = colour_table_from_scale(scene, scale, name=kind)
     table = node.GetLookupTable()
     n = node.GetNumberOfColors()
     probe = np.clip(values, lo, hi)
@@ -178,8 +188,8 @@ def test_colour_tables_give_the_scale_colours(scene, kind, values):
 
 
 def test_disc_colour_table_once_per_scene(scene):
-    first = mrml.disc_colour_table(scene)
-    assert mrml.disc_colour_table(scene) is first
+    first = disc_colour_table(scene)
+    assert disc_colour_table(scene) is first
     for label, level in enumerate(DISC_LEVELS, start=1):
         assert first.GetColorName(label) == level
         rgba = [0.0] * 4
@@ -194,9 +204,9 @@ def test_model_scalars_and_legend(scene):
     values[0, 1:3, 1:4] = np.arange(6).reshape(2, 3) / 10 - 0.2
     poly = map_plane(Image(values, np.eye(4)), 0, name="r")
     scale = colour_scale("r")
-    colours, value_range = mrml.colour_table_from_scale(scene, scale, name="r colours")
-    model = mrml.model_from_polydata(scene, poly, name="map", scalars="r", colour_node=colours, value_range=value_range)
-    legend = mrml.add_colour_legend(scene, model, title=scale.title)
+    colours, value_range = colour_table_from_scale(scene, scale, name="r colours")
+    model = model_from_polydata(scene, poly, name="map", scalars="r", colour_node=colours, value_range=value_range)
+    legend = add_colour_legend(scene, model, title=scale.title)
     import slicer.util
 
     np.testing.assert_allclose(np.sort(slicer.util.arrayFromModelCellData(model, "r")), np.sort(values[np.isfinite(values)]))
@@ -206,7 +216,7 @@ def test_model_scalars_and_legend(scene):
     assert tuple(display.GetScalarRange()) == (-1.0, 1.0)
     assert legend.GetPrimaryDisplayNode() is display and legend.GetTitleText() == "r"
     with pytest.raises(DiscVBRError, match="no cell array 'p'"):
-        mrml.model_from_polydata(scene, poly, name="bad", scalars="p", colour_node=colours, value_range=value_range)
+        model_from_polydata(scene, poly, name="bad", scalars="p", colour_node=colours, value_range=value_range)
 
 
 def _affine_points(grid: Image, ndim: int, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -227,17 +237,17 @@ def test_transform_round_trip_and_jacobian(scene, ndim):
     moving = affine.copy()
     moving[0, 3] += 3.0  # in 2D the subject's slice lies elsewhere left-right than the atlas's
     points = _affine_points(grid, ndim, matrix, offset)
-    node = mrml.transform_from_points(scene, points, grid, ndim=ndim, moving_affine=moving, name="disc")
-    back = mrml.points_from_transform(node, grid, ndim=ndim)
+    node = transform_from_points(scene, points, grid, ndim=ndim, moving_affine=moving, name="disc")
+    back = points_from_transform(node, grid, ndim=ndim)
     np.testing.assert_allclose(back, points, atol=1e-6)  # linear interpolation of an affine field is exact
-    det = mrml.det_jacobian_from_points(points, grid, ndim=ndim)
+    det = det_jacobian_from_points(points, grid, ndim=ndim)
     np.testing.assert_allclose(det, np.linalg.det(matrix), rtol=1e-6)
 
 
 def test_tables_round_trip(scene):
     frame = pd.DataFrame({"disc": ["L5S1", "L4L5"], "dice": [0.91, np.nan], "flags": ["", "low dice"]})
-    node = mrml.table_from_dataframe(scene, frame, name="qc")
-    back = mrml.dataframe_from_table(node)
+    node = table_from_dataframe(scene, frame, name="qc")
+    back = dataframe_from_table(node)
     assert list(back.columns) == ["disc", "dice", "flags"]
     assert back["disc"].tolist() == ["L5S1", "L4L5"]
     np.testing.assert_array_equal(back["dice"].to_numpy(), [0.91, np.nan])
@@ -245,38 +255,38 @@ def test_tables_round_trip(scene):
 
 def test_plot_chart_is_refilled_not_duplicated(scene):
     curves = {"a": (np.arange(4.0), np.arange(4.0) ** 2, "markers", (0, 0, 0)), "b": (np.arange(4.0), np.ones(4), "line", (1, 0, 0))}
-    chart = mrml.plot_curves(scene, curves, name="c", title="t", x_title="x", y_title="y")
+    chart = plot_curves(scene, curves, name="c", title="t", x_title="x", y_title="y")
     count = scene.GetNumberOfNodes()
-    chart = mrml.plot_curves(scene, curves, name="c", title="t2", x_title="x", y_title="y", chart=chart)
+    chart = plot_curves(scene, curves, name="c", title="t2", x_title="x", y_title="y", chart=chart)
     assert scene.GetNumberOfNodes() == count and chart.GetNumberOfPlotSeriesNodes() == 2
     table = chart.GetNthPlotSeriesNode(0).GetTableNode()
-    np.testing.assert_array_equal(mrml.dataframe_from_table(table)["y"], np.arange(4.0) ** 2)
+    np.testing.assert_array_equal(dataframe_from_table(table)["y"], np.arange(4.0) ** 2)
 
 
 def test_transaction_removes_partial_nodes(scene, session):
     before = _node_ids(scene)
     with pytest.raises(DiscVBRError, match="label value 9"):
-        with mrml.NodeTransaction(scene):
-            mrml.volume_from_image(scene, session.t1rho.echo(0), name="made first")
+        with NodeTransaction(scene):
+            volume_from_image(scene, session.t1rho.echo(0), name="made first")
             bad = np.asarray(session.labels.array).copy()
             bad[0, 0, 0] = 9
-            mrml.segmentation_from_labels(scene, Image(bad, session.labels.affine), name="bad labels")
+            segmentation_from_labels(scene, Image(bad, session.labels.affine), name="bad labels")
     assert _node_ids(scene) == before
 
 
 def test_scene_bundle_round_trip(scene, session, tmp_path):
-    volume = mrml.volume_from_image(scene, session.t1rho.echo(0), name="echo")
-    mrml.segmentation_from_labels(scene, session.labels, name="discs", reference_volume=volume)
-    mrml.sequence_from_series(scene, session.t2, name="t2")
-    path = mrml.save_scene(scene, tmp_path / "scene.mrb")
+    volume = volume_from_image(scene, session.t1rho.echo(0), name="echo")
+    segmentation_from_labels(scene, session.labels, name="discs", reference_volume=volume)
+    sequence_from_series(scene, session.t2, name="t2")
+    path = save_scene(scene, tmp_path / "scene.mrb")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written left
-    loaded = mrml.load_scene(path)
-    echo = mrml.image_from_volume(loaded.GetFirstNodeByName("echo"))
+    loaded = load_scene(path)
+    echo = image_from_volume(loaded.GetFirstNodeByName("echo"))
     np.testing.assert_allclose(echo.array, session.t1rho.data[..., 0])
     np.testing.assert_allclose(echo.affine, session.t1rho.affine, atol=1e-5)
     discs = loaded.GetFirstNodeByName("discs")
-    np.testing.assert_array_equal(mrml.labels_from_segmentation(discs, reference=session.labels).array, session.labels.array)
-    t2 = mrml.series_from_node(loaded.GetFirstNodeByName("t2"), kind="t2")
+    np.testing.assert_array_equal(labels_from_segmentation(discs, reference=session.labels).array, session.labels.array)
+    t2 = series_from_node(loaded.GetFirstNodeByName("t2"), kind="t2")
     np.testing.assert_allclose(t2.data, session.t2.data)
     with pytest.raises(DiscVBRError, match="must end in .mrb"):
-        mrml.save_scene(scene, tmp_path / "scene.mrml")
+        save_scene(scene, tmp_path / "scene.mrml")

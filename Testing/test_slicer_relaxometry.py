@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from discvbr import DiscVBRError, mrml
+from discvbr import DiscVBRError
+from discvbr.mrml.scene import ROLE_ATTRIBUTE, new_scene
+from discvbr.mrml.segmentations import segmentation_from_labels
+from discvbr.mrml.series import sequence_from_series
+from discvbr.mrml.tables import dataframe_from_table
+from discvbr.mrml.transforms import points_from_transform
+from discvbr.mrml.volumes import image_from_volume, volume_from_image
 from discvbr.extension import relaxometry as R
 from discvbr.extension.relaxometry import DiscRelaxometryLogic, checkerboard
 from discvbr.io import Image
@@ -23,11 +29,11 @@ def session():
 
 def _inputs(session, *, labels=None, t1rho_times=None):
     """A scene with the T1rho echoes as volumes, the T2 series as a sequence and the disc segmentation."""
-    scene = mrml.new_scene()
+    scene = new_scene()
     logic = DiscRelaxometryLogic(scene)
-    echoes = [mrml.volume_from_image(scene, session.t1rho.echo(e), name=f"sub-31 T1rho {t:g} ms") for e, t in enumerate(session.t1rho.times)]
-    t2, _ = mrml.sequence_from_series(scene, session.t2, name="sub-31 T2")
-    segmentation = mrml.segmentation_from_labels(scene, labels if labels is not None else session.labels, name="sub-31 discs")
+    echoes = [volume_from_image(scene, session.t1rho.echo(e), name=f"sub-31 T1rho {t:g} ms") for e, t in enumerate(session.t1rho.times)]
+    t2, _ = sequence_from_series(scene, session.t2, name="sub-31 T2")
+    segmentation = segmentation_from_labels(scene, labels if labels is not None else session.labels, name="sub-31 discs")
     node = logic.parameter_node()  # the latest DiscVBR segmentation is preselected
     logic.set_echo_volumes(node, "t1rho", echoes, t1rho_times or ";".join(f"{t:g}" for t in session.t1rho.times))
     logic.set_series_node(node, "t2", t2)
@@ -54,14 +60,14 @@ def test_native_maps_are_the_fit_of_the_series(session, run):
 
     scene, logic, node, output, echoes, steps = run
     expected = fit_monoexp(session.t1rho.data, session.t1rho.times, session.labels.array > 0, t_max=250.0, min_snr=2.0)
-    t_map = mrml.image_from_volume(output.nodes["t1rho T"])
+    t_map = image_from_volume(output.nodes["t1rho T"])
     assert t_map.same_grid(session.t1rho.grid)
     np.testing.assert_array_equal(t_map.array, expected.T.astype(np.float32))
     # and the fit finds the phantom's truth: median error in the discs well under the T1rho spread
     inside = (session.labels.array > 0) & np.isfinite(t_map.array)
     assert inside.sum() > 0.95 * (session.labels.array > 0).sum()
     assert np.median(np.abs(t_map.array[inside] - session.truth.t1rho[inside])) < 5.0  # ms
-    t2 = mrml.image_from_volume(output.nodes["t2 T"])  # the T2 series came as a sequence
+    t2 = image_from_volume(output.nodes["t2 T"])  # the T2 series came as a sequence
     inside = (session.labels.array > 0) & np.isfinite(t2.array)
     assert np.median(np.abs(t2.array[inside] - session.truth.t2[inside])) < 5.0  # ms
     colours = output.nodes["t1rho T"].GetDisplayNode()
@@ -74,7 +80,7 @@ def test_atlas_maps_are_the_true_t1rho_carried_to_the_atlas(session, run):
 
     scene, logic, node, output, echoes, steps = run
     atlas = load_atlas("phantom-healthy", mode="2d")
-    atlas_t = mrml.image_from_volume(output.nodes["t1rho T atlas"])
+    atlas_t = image_from_volume(output.nodes["t1rho T atlas"])
     assert atlas_t.same_grid(atlas.labels)
     atlas_labels = np.asarray(atlas.labels.array)
     truth = Image(session.truth.t1rho.astype(np.float32), session.t1rho.affine)
@@ -96,11 +102,11 @@ def test_registration_qc_nodes_agree_with_the_registrations(session, run):
     scene, logic, node, output, echoes, steps = run
     atlas = load_atlas("phantom-healthy", mode="2d")
     atlas_labels = np.asarray(atlas.labels.array)
-    qc = mrml.dataframe_from_table(output.nodes["qc table"])
+    qc = dataframe_from_table(output.nodes["qc table"])
     assert qc["disc"].tolist() == list(DISC_LEVELS) and set(qc["status"]) == {"registered"}
-    registered = mrml.image_from_volume(output.nodes["registered discs"])
+    registered = image_from_volume(output.nodes["registered discs"])
     assert output.nodes["registered discs"].IsA("vtkMRMLLabelMapVolumeNode")
-    det = mrml.image_from_volume(output.nodes["det jacobian"]).array
+    det = image_from_volume(output.nodes["det jacobian"]).array
     for label, level in enumerate(DISC_LEVELS, start=1):
         reg = output.registrations[label]
         a, b = registered.array == label, atlas_labels == label
@@ -110,11 +116,11 @@ def test_registration_qc_nodes_agree_with_the_registrations(session, run):
         # the Jacobian volume holds each disc's determinant on its atlas disc
         np.testing.assert_allclose(np.sort(det[b]), np.sort(reg.det_jacobian[reg.grid.array]), rtol=1e-6)
         # the transform node resamples the subject exactly where the registration does
-        np.testing.assert_allclose(mrml.points_from_transform(output.nodes[f"transform {level}"], reg.grid, ndim=2), reg.points, atol=1e-4)
-    board = mrml.image_from_volume(output.nodes["checkerboard"]).array
+        np.testing.assert_allclose(points_from_transform(output.nodes[f"transform {level}"], reg.grid, ndim=2), reg.points, atol=1e-4)
+    board = image_from_volume(output.nodes["checkerboard"]).array
     assert set(np.unique(board)) <= {0.0, 1.0, 2.0} and (board == 1).any() and (board == 2).any()
-    assert output.nodes["atlas discs"].GetAttribute(mrml.ROLE_ATTRIBUTE) == "atlas discs"  # never offered as a subject's discs
-    assert logic.parameter_node().GetNodeReference(R.SEGMENTATION).GetAttribute(mrml.ROLE_ATTRIBUTE) == "disc segmentation"
+    assert output.nodes["atlas discs"].GetAttribute(ROLE_ATTRIBUTE) == "atlas discs"  # never offered as a subject's discs
+    assert logic.parameter_node().GetNodeReference(R.SEGMENTATION).GetAttribute(ROLE_ATTRIBUTE) == "disc segmentation"
     outline = output.nodes["atlas discs"].GetDisplayNode()  # atlas discs drawn as outlines over the registered discs
     assert not any(outline.GetSegmentVisibility2DFill(level) for level in DISC_LEVELS)
     assert all(outline.GetSegmentVisibility2DOutline(level) for level in DISC_LEVELS)
@@ -127,12 +133,12 @@ def test_decay_curve_of_a_clicked_voxel(session, run):
     ras = (session.t1rho.affine @ np.append(np.array(ijk, float) + [0.0, 0.3, -0.2], 1.0))[:3]  # inside the voxel
     curve = logic.decay_curve(node, "t1rho", ras)
     assert curve.ijk == ijk
-    np.testing.assert_allclose(curve.signal, [mrml.image_from_volume(e).array[ijk] for e in echoes])
-    assert curve.T == pytest.approx(float(mrml.image_from_volume(output.nodes["t1rho T"]).array[ijk]))
+    np.testing.assert_allclose(curve.signal, [image_from_volume(e).array[ijk] for e in echoes])
+    assert curve.T == pytest.approx(float(image_from_volume(output.nodes["t1rho T"]).array[ijk]))
     np.testing.assert_allclose(curve.model(curve.times), curve.S0 * np.exp(-curve.times / curve.T))
     chart = logic.plot_decay_curve(curve)
     assert chart.GetNumberOfPlotSeriesNodes() == 2 and "T = " in chart.GetTitle()
-    measured = mrml.dataframe_from_table(chart.GetNthPlotSeriesNode(0).GetTableNode())
+    measured = dataframe_from_table(chart.GetNthPlotSeriesNode(0).GetTableNode())
     np.testing.assert_allclose(measured["y"], curve.signal)
     with pytest.raises(DiscVBRError, match="outside the T1rho series"):
         logic.decay_curve(node, "t1rho", (1000.0, 0.0, 0.0))
@@ -149,7 +155,7 @@ def test_bad_inputs_give_one_clear_message_and_leave_the_scene_unchanged(session
     scene, logic, node, echoes, segmentation = _inputs(session)
     moved = session.t1rho.affine.copy()
     moved[:3, 3] += 2.0
-    other = mrml.volume_from_image(scene, Image(session.t1rho.data[..., 3], moved), name="sub-31 T1rho moved")
+    other = volume_from_image(scene, Image(session.t1rho.data[..., 3], moved), name="sub-31 T1rho moved")
     logic.set_echo_volumes(node, "t1rho", [*echoes[:3], other], "0;10;40;80")
     before = _ids(scene)
     with pytest.raises(DiscVBRError, match="different grids.*'sub-31 T1rho moved'"):
@@ -188,7 +194,7 @@ def test_t1rho_and_t2_on_different_grids_are_refused(session):
 
     shifted = session.t2.affine.copy()
     shifted[1, 3] += 3.0
-    t2, _ = mrml.sequence_from_series(scene, EchoSeries(session.t2.data, session.t2.times, shifted, "t2"), name="t2 elsewhere")
+    t2, _ = sequence_from_series(scene, EchoSeries(session.t2.data, session.t2.times, shifted, "t2"), name="t2 elsewhere")
     logic.set_series_node(node, "t2", t2)
     with pytest.raises(DiscVBRError, match="T1rho and T2 series are on different grids"):
         logic.run(node)
@@ -237,14 +243,14 @@ def test_one_failing_disc_keeps_the_others(session):
     output = logic.run(node, runner=flaky)
     assert list(output.failures) == ["L3L4"] and "diverged (simulated)" in output.failures["L3L4"]
     assert sorted(output.registrations) == [1, 2, 4, 5] and "transform L3L4" not in output.nodes
-    qc = mrml.dataframe_from_table(output.nodes["qc table"]).set_index("disc")
+    qc = dataframe_from_table(output.nodes["qc table"]).set_index("disc")
     assert qc.loc["L3L4", "status"] == "failed" and (qc.drop("L3L4")["status"] == "registered").all()
     from discvbr.registration import load_atlas
 
     atlas_labels = np.asarray(load_atlas("phantom-healthy", mode="2d").labels.array)
-    atlas_t = mrml.image_from_volume(output.nodes["t1rho T atlas"]).array
+    atlas_t = image_from_volume(output.nodes["t1rho T atlas"]).array
     assert np.isnan(atlas_t[atlas_labels == 3]).all() and np.isfinite(atlas_t[atlas_labels == 2]).mean() > 0.9
-    assert 3 not in np.unique(mrml.image_from_volume(output.nodes["registered discs"]).array)
+    assert 3 not in np.unique(image_from_volume(output.nodes["registered discs"]).array)
 
 
 def test_checkerboard_alternates_squares():
@@ -298,7 +304,7 @@ class FakeElastixLogic:
 
         assert forceDisplacementFieldOutputTransform
         self.files = [open(name).read() for name in parameterFilenames]
-        fixed = mrml.image_from_volume(fixedVolumeNode)
+        fixed = image_from_volume(fixedVolumeNode)
         assert np.allclose(fixed.direction, np.eye(3))  # axis-aligned atlas crops keep this fake simple
         nx, ny, nz = fixed.shape
         i, j, k = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
@@ -322,7 +328,7 @@ def test_slicer_elastix_runner_reads_the_displacement_field(tmp_path):
 
     atlas = load_atlas("phantom-healthy", mode="3d")
     fixed = atlas.disc(2, margin_mm=10.0)
-    scene = mrml.new_scene()
+    scene = new_scene()
     matrix = np.array([[1.05, 0.02, 0.0], [0.0, 0.97, 0.03], [0.01, 0.0, 1.1]])
     offset = np.array([1.5, -2.0, 0.5])
     fake = FakeElastixLogic(matrix, offset)

@@ -8,12 +8,16 @@ import os
 import numpy as np
 import pytest
 
-from discvbr import DiscVBRError, mrml
+from discvbr import DiscVBRError
+from discvbr.mrml.scene import new_scene
+from discvbr.mrml.segmentations import labels_from_segmentation, segmentation_from_labels
+from discvbr.mrml.volumes import image_from_volume, volume_from_image
 from discvbr.extension import segmentation as S
 from discvbr.extension.segmentation import DiscSegmentationLogic
 from discvbr.io import Image, read_image
 from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
+from discvbr.resources import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +42,10 @@ def tiny_model(tmp_path_factory):
 
 
 def _setup(session, *, model=None):
-    scene = mrml.new_scene()
+    scene = new_scene()
     logic = DiscSegmentationLogic(scene)
     node = logic.parameter_node()
-    volume = mrml.volume_from_image(scene, session.t1rho.echo(0), name="sub first echo")
+    volume = volume_from_image(scene, session.t1rho.echo(0), name="sub first echo")
     node.SetNodeReferenceID(S.INPUT, volume.GetID())
     node.SetParameter(S.DEVICE, "cpu")
     if model is not None:
@@ -54,16 +58,16 @@ def _ids(scene):
 
 
 def test_apply_explains_why_it_is_disabled(session, tiny_model, tmp_path):
-    scene = mrml.new_scene()
+    scene = new_scene()
     logic = DiscSegmentationLogic(scene)
     node = logic.parameter_node()
     assert logic.parameter_node() is node  # one parameter node per scene
     assert node.GetParameter(S.DEVICE) == "auto" and node.GetParameter(S.MODEL_SOURCE) == "shipped"
     assert logic.disabled_reason(node).startswith("Select the input volume")
-    volume = mrml.volume_from_image(scene, session.t1rho.echo(0), name="echo")
+    volume = volume_from_image(scene, session.t1rho.echo(0), name="echo")
     node.SetNodeReferenceID(S.INPUT, volume.GetID())
     shipped = logic.disabled_reason(node)
-    assert (shipped is None) == S.SHIPPED_MODEL.is_dir()
+    assert (shipped is None) == default_model_path().is_dir()
     if shipped is not None:
         assert "shipped model is not installed" in shipped
     node.SetParameter(S.MODEL_SOURCE, "folder")
@@ -90,9 +94,9 @@ def test_segmentation_in_a_child_process_matches_the_library(session, tiny_model
     assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == list(DISC_LEVELS)
     for level in DISC_LEVELS:
         np.testing.assert_allclose(segmentation.GetSegment(level).GetColor(), DISC_COLOURS[level], atol=1e-6)
-    labels = mrml.labels_from_segmentation(output.segmentation, reference=session.t1rho.echo(0), require=())
+    labels = labels_from_segmentation(output.segmentation, reference=session.t1rho.echo(0), require=())
     np.testing.assert_array_equal(labels.array, expected.labels.array)
-    uncertainty = mrml.image_from_volume(output.uncertainty)
+    uncertainty = image_from_volume(output.uncertainty)
     assert uncertainty.same_grid(session.t1rho.echo(0))
     np.testing.assert_allclose(uncertainty.array, expected.uncertainty.array, atol=1e-6)
     # review: missing discs first, then by decreasing uncertainty from the report
@@ -126,7 +130,7 @@ def test_bad_input_message_comes_back_from_the_process(session, tiny_model):
     scene, logic, node, volume = _setup(session, model=tiny_model)
     # an axial acquisition: thick slices along the superior axis
     axial = Image(np.random.default_rng(0).random((96, 96, 6)).astype(np.float32), np.diag([1.0, 1.0, 6.0, 1.0]))
-    node.SetNodeReferenceID(S.INPUT, mrml.volume_from_image(scene, axial, name="axial").GetID())
+    node.SetNodeReferenceID(S.INPUT, volume_from_image(scene, axial, name="axial").GetID())
     before = _ids(scene)
     with pytest.raises(DiscVBRError, match="looks axial, not sagittal"):
         logic.run(node, timeout=300)
@@ -160,14 +164,14 @@ def test_corrected_masks_are_saved_on_the_input_grid(session, tmp_path):
     # a correction: L3L4 loses its first row of voxels
     first_row = np.argwhere(labels == 3)[:, 1].min()
     labels[(labels == 3) & (np.arange(labels.shape[1])[None, :, None] == first_row)] = 0
-    mrml.segmentation_from_labels(scene, Image(labels, session.labels.affine), name="corrected", node=output.segmentation)
+    segmentation_from_labels(scene, Image(labels, session.labels.affine), name="corrected", node=output.segmentation)
     review = {item.level: item for item in logic.review(output.segmentation)}
     assert review["L3L4"].voxels == int((labels == 3).sum())  # the list follows corrections
     saved = read_image(logic.save_masks(node, tmp_path / "discs.nii.gz"))
     np.testing.assert_array_equal(saved.array, labels)
     np.testing.assert_allclose(saved.affine, session.labels.affine)
     labels[labels == 5] = 0
-    mrml.segmentation_from_labels(scene, Image(labels, session.labels.affine), name="corrected", node=output.segmentation)
+    segmentation_from_labels(scene, Image(labels, session.labels.affine), name="corrected", node=output.segmentation)
     with pytest.raises(DiscVBRError, match="no voxel for disc\\(s\\) L1L2"):
         logic.save_masks(node, tmp_path / "incomplete.nii.gz")
     assert not (tmp_path / "incomplete.nii.gz").exists()

@@ -11,7 +11,10 @@ import pytest
 import slicer.util
 from scipy import stats
 
-from discvbr import DiscVBRError, mrml
+from discvbr import DiscVBRError
+from discvbr.mrml.scene import ROLE_ATTRIBUTE, iter_nodes, load_scene, new_scene, save_scene
+from discvbr.mrml.tables import dataframe_from_table
+from discvbr.mrml.volumes import image_from_volume
 from discvbr.extension import statistics as T
 from discvbr.extension.statistics import DiscStatisticsLogic
 from discvbr.io import read_image
@@ -36,7 +39,7 @@ def study(tmp_path_factory):
 
 
 def _logic(folder, **settings):
-    scene = mrml.new_scene()
+    scene = new_scene()
     logic = DiscStatisticsLogic(scene)
     node = logic.parameter_node()
     node.SetParameter(T.STUDY, str(folder))
@@ -75,8 +78,8 @@ def test_correlation_maps_match_scipy(study):
     scene, logic, node = _logic(folder, **{T.NAME: "slicer_odi", T.KIND: "variable", T.VARIABLE: "odi", T.PERMUTATIONS: 0, T.CORRECTION: "fdr_bh_joint"})
     logic.run_analysis(node)
     output = logic.load_results(node, show="r")
-    r = mrml.image_from_volume(output.volumes["r"])
-    p = mrml.image_from_volume(output.volumes["p"])
+    r = image_from_volume(output.volumes["r"])
+    p = image_from_volume(output.volumes["p"])
     info = T.read_study(folder)
     assert r.same_grid(info.atlas)
     cohort = read_manifest(manifest)
@@ -94,7 +97,7 @@ def test_correlation_maps_match_scipy(study):
             checked += 1
     assert checked >= 20
     # tables are the analysis's CSV files
-    summary = mrml.dataframe_from_table(output.tables["summary"])
+    summary = dataframe_from_table(output.tables["summary"])
     on_disk = pd.read_csv(output.folder / "summary.csv")
     assert list(summary.columns) == list(on_disk.columns) and summary["disc"].tolist() == on_disk["disc"].tolist()
     # the r map on the spine mesh: cell scalars are the r values of the drawn voxels
@@ -143,11 +146,11 @@ def test_demo_scene_bundle(study, tmp_path):
     manifest, folder = study
     demo = _demo_module()
     scene, summary = demo.build_scene(manifest, folder, iterations=10)
-    path = mrml.save_scene(scene, tmp_path / "demo.mrb")
-    loaded = mrml.load_scene(path)
+    path = save_scene(scene, tmp_path / "demo.mrb")
+    loaded = load_scene(path)
 
     def by_role(cls, role):
-        return [n for n in mrml.iter_nodes(loaded, cls) if n.GetAttribute(mrml.ROLE_ATTRIBUTE) == role]
+        return [n for n in iter_nodes(loaded, cls) if n.GetAttribute(ROLE_ATTRIBUTE) == role]
 
     segmentations = by_role("vtkMRMLSegmentationNode", "disc segmentation")
     assert len(segmentations) == 1
@@ -155,13 +158,13 @@ def test_demo_scene_bundle(study, tmp_path):
     assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == list(DISC_LEVELS)
     atlas_maps = by_role("vtkMRMLScalarVolumeNode", "t1rho T atlas")
     assert len(atlas_maps) == 1
-    atlas_t = mrml.image_from_volume(atlas_maps[0])
+    atlas_t = image_from_volume(atlas_maps[0])
     atlas = T.read_study(folder).atlas
     assert atlas_t.same_grid(atlas) and np.isfinite(atlas_t.array[np.asarray(atlas.array) > 0]).mean() > 0.9
     correlation = [m for m in by_role("vtkMRMLModelNode", "map") if m.GetPolyData().GetCellData().GetArray("r") is not None]
     assert correlation, "no model with correlation scalars"
-    r_volume = next(v for v in mrml.iter_nodes(loaded, "vtkMRMLScalarVolumeNode") if v.GetAttribute(mrml.ROLE_ATTRIBUTE) == "statistics r")
-    r = mrml.image_from_volume(r_volume).array
+    r_volume = next(v for v in iter_nodes(loaded, "vtkMRMLScalarVolumeNode") if v.GetAttribute(ROLE_ATTRIBUTE) == "statistics r")
+    r = image_from_volume(r_volume).array
     drawn = np.concatenate([slicer.util.arrayFromModelCellData(m, "r") for m in correlation])
     np.testing.assert_allclose(np.sort(drawn), np.sort(r[np.isfinite(r)]), atol=1e-6)
     assert loaded.GetNumberOfNodesByClass("vtkMRMLColorLegendDisplayNode") >= 1

@@ -57,7 +57,9 @@ def build_scene(manifest: Path, study: Path, *, model: Path | None = None, itera
     from discvbr.extension.statistics import DiscStatisticsLogic
     from discvbr.io import read_image
     from discvbr.manifest import read_manifest
-    from discvbr.mrml import new_scene, sequence_from_series, volume_from_image
+    from discvbr.mrml.scene import new_scene
+    from discvbr.mrml.series import sequence_from_series
+    from discvbr.mrml.volumes import volume_from_image
     from discvbr.segmentation.model_store import default_model_path
 
     scene = new_scene()
@@ -122,7 +124,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="Segmentation model folder (default: the shipped model, else the phantom masks).")
     args = parser.parse_args()
 
-    from discvbr.mrml import save_scene
+    from discvbr.mrml.scene import save_scene
 
     manifest, study = make_study(args.out, subjects=args.subjects, seed=args.seed, iterations=args.iterations)
     scene, summary = build_scene(manifest, study, model=args.model, iterations=args.iterations)

@@ -1,7 +1,7 @@
 """The logic of the 3D Slicer modules, without Qt: what each module's GUI calls.
 
 Every class here works on an MRML scene given to it (``slicer.mrmlScene`` by default
-inside 3D Slicer, a headless scene from :func:`discvbr.mrml.new_scene` in scripts and
+inside 3D Slicer, a headless scene from :func:`discvbr.mrml.scene.new_scene` in scripts and
 tests) and keeps the module's settings in a parameter node, so the same logic runs in
 the Slicer GUI, in the module self-tests, in ``scripts/slicer_scene_demo.py`` and in CI
 against the ``slicer-core`` wheels.

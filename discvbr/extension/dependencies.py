@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from discvbr.errors import DiscVBRError
+from discvbr.resources import SLICER_REQUIREMENTS
 
 __all__ = [
     "REQUIREMENTS_FILE",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: The requirements installed into Slicer's Python.
-REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "data" / "slicer-requirements.txt"
+REQUIREMENTS_FILE = SLICER_REQUIREMENTS
 #: Version of torch asked of the PyTorch extension.
 TORCH_REQUIREMENT = ">=2.1"
 #: Distributions that Slicer ships (or the PyTorch extension installs): never replaced.

@@ -55,7 +55,9 @@ class SlicerElastixRunner:
             elastix_logic.logCallback = log
 
     def __call__(self, fixed: Image, moving: Image, parameter_maps: Sequence[dict], *, ndim: int):
-        from discvbr.mrml import TemporaryNodes, det_jacobian_from_points, points_from_transform, volume_from_image
+        from discvbr.mrml.scene import TemporaryNodes
+        from discvbr.mrml.transforms import det_jacobian_from_points, points_from_transform
+        from discvbr.mrml.volumes import volume_from_image
         from discvbr.registration.params import STAGES, write_parameter_file
 
         if ndim != 3:

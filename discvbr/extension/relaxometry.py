@@ -31,6 +31,7 @@ from discvbr.errors import DiscVBRError
 from discvbr.extension import parameters as P
 from discvbr.io import EchoSeries, Image
 from discvbr.levels import DISC_LEVELS
+from discvbr.resources import DEFAULT_ATLAS, PARAMETER_DIR, atlas_base_names, parameter_file_names
 
 __all__ = [
     "MODULE",
@@ -59,7 +60,7 @@ FIT_METHODS = ("lm", "loglinear", "rician")
 DEFAULTS = {
     "T1rhoTimes": "",
     "T2Times": "",
-    ATLAS: "phantom-healthy",
+    ATLAS: DEFAULT_ATLAS,
     ENGINE: "auto",
     PARAMETER_FOLDER: "",
     GRID_SPACING: "2",
@@ -72,9 +73,6 @@ DEFAULTS = {
 }
 #: Output reference prefix: ``Output.<key>`` points at each output node.
 OUTPUT_PREFIX = "Output."
-#: The shipped elastix parameter files (``discvbr.registration.params.PARAMETER_DIR``, found here
-#: without importing the registration package, so the preset view works before dependencies are installed).
-SHIPPED_PARAMETERS = Path(__file__).resolve().parents[1] / "data" / "elastix"
 
 
 class Cancelled(DiscVBRError):
@@ -214,7 +212,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         """The module's parameter node; the latest DiscVBR segmentation is preselected."""
         node = super().parameter_node()
         if node.GetNodeReference(SEGMENTATION) is None:
-            from discvbr.mrml import ROLE_ATTRIBUTE, iter_nodes
+            from discvbr.mrml.scene import ROLE_ATTRIBUTE, iter_nodes
 
             latest = [n for n in iter_nodes(self.scene, "vtkMRMLSegmentationNode") if n.GetAttribute(ROLE_ATTRIBUTE) == "disc segmentation"]
             if latest:
@@ -251,7 +249,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
             both volumes and a series node for one kind; T1rho and T2 on different grids.
         """
         from discvbr.io import require_sagittal
-        from discvbr.mrml import series_from_node, series_from_volumes
+        from discvbr.mrml.series import series_from_node, series_from_volumes
 
         found: dict[str, EchoSeries] = {}
         for kind, name in KINDS.items():
@@ -281,7 +279,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
 
     def labels_input(self, node, grid: Image) -> Image:
         """Disc labels of the selected segmentation on the series grid (all five discs required)."""
-        from discvbr.mrml import labels_from_segmentation
+        from discvbr.mrml.segmentations import labels_from_segmentation
 
         segmentation = node.GetNodeReference(SEGMENTATION)
         if segmentation is None:
@@ -315,12 +313,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
     @staticmethod
     def atlas_choices() -> list[str]:
         """Names of the shipped atlases without their ``-2d``/``-3d`` suffix (the data's mode completes them)."""
-        folder = Path(__file__).resolve().parents[1] / "data" / "atlas"
-        names = set()
-        for meta in folder.glob("*/atlas.json"):
-            name = meta.parent.name
-            names.add(name[:-3] if name.endswith(("-2d", "-3d")) else name)
-        return sorted(names)
+        return atlas_base_names()
 
     def registration_runner(self, node, *, ndim: int):
         """The elastix runner of the ``Engine`` setting and its description.
@@ -379,15 +372,13 @@ class DiscRelaxometryLogic(P.ModuleLogic):
     # ------------------------------------------------------------------ presets
 
     @staticmethod
-    def preset_file_names(ndim: int) -> tuple[str, str]:
+    def preset_file_names(ndim: int) -> tuple[str, ...]:
         """Names of the affine and B-spline parameter files of a 2D or 3D preset."""
-        if ndim not in (2, 3):
-            raise DiscVBRError(f"registration dimension must be 2 or 3, got {ndim}")
-        return (f"affine-{ndim}d.txt", f"bspline-{ndim}d.txt")
+        return parameter_file_names(ndim)
 
     def parameter_texts(self, node, *, ndim: int) -> dict[str, str]:
         """The elastix parameter files the run will start from (file name -> text), for showing and editing."""
-        folder = Path(P.text(node, PARAMETER_FOLDER) or SHIPPED_PARAMETERS)
+        folder = Path(P.text(node, PARAMETER_FOLDER) or PARAMETER_DIR)
         texts = {}
         for name in self.preset_file_names(ndim):
             path = folder / name
@@ -565,18 +556,13 @@ class DiscRelaxometryLogic(P.ModuleLogic):
     def _add_nodes(
         self, node, *, subject, series, native, warped, atlas_fits, atlas, subject_discs, det, board, qc, registrations, ndim, failures, engine
     ) -> RelaxometryOutput:
-        from discvbr.mrml import (
-            NodeTransaction,
-            colour_table_from_scale,
-            place_in_folder,
-            segmentation_from_labels,
-            sequence_from_series,
-            shared_colour_table,
-            show_volume_with_colours,
-            table_from_dataframe,
-            transform_from_points,
-            volume_from_image,
-        )
+        from discvbr.mrml.colours import colour_table_from_scale, shared_colour_table, show_volume_with_colours
+        from discvbr.mrml.scene import NodeTransaction, place_in_folder
+        from discvbr.mrml.segmentations import segmentation_from_labels
+        from discvbr.mrml.series import sequence_from_series
+        from discvbr.mrml.tables import table_from_dataframe
+        from discvbr.mrml.transforms import transform_from_points
+        from discvbr.mrml.volumes import volume_from_image
         from discvbr.render.colours import colour_scale
 
         scene = self.scene
@@ -639,7 +625,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         DiscVBRError
             No such series or no run yet, or the point outside the series grid.
         """
-        from discvbr.mrml import image_from_volume
+        from discvbr.mrml.volumes import image_from_volume
 
         if kind not in KINDS:
             raise DiscVBRError(f"unknown series kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -662,7 +648,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
 
     def plot_decay_curve(self, curve: DecayCurve, *, chart=None):
         """A plot chart of a decay curve: the measured echoes and the fitted exponential."""
-        from discvbr.mrml import plot_curves
+        from discvbr.mrml.plots import plot_curves
 
         t = np.linspace(0.0, float(curve.times.max()) * 1.05, 100)
         curves = {"measured": (curve.times, curve.signal, "markers", (0.1, 0.1, 0.1))}

@@ -26,6 +26,7 @@ from discvbr.extension import parameters as P
 from discvbr.extension.process import CommandProcess, ProcessEvent, discvbr_command
 from discvbr.io import Image
 from discvbr.levels import DISC_LEVELS
+from discvbr.resources import default_model_path
 
 __all__ = ["MODULE", "DEFAULTS", "ReviewItem", "SegmentationOutput", "SegmentationJob", "DiscSegmentationLogic"]
 
@@ -40,9 +41,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULTS = {MODEL_SOURCE: "shipped", MODEL_FOLDER: "", DEVICE: "auto", THRESHOLD: "0.5", MIN_SIZE: "125"}
 #: Attribute of a segmentation node holding the segmentation report (JSON), saved with the scene.
 REPORT_ATTRIBUTE = "DiscVBR.SegmentationReport"
-#: Folder of the shipped default model (``discvbr.segmentation.default_model_path()``, found here
-#: without importing torch, so the module's checks run before the dependencies are installed).
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "cfcm-compact"
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ class DiscSegmentationLogic(P.ModuleLogic):
         if folders == []:
             return "Choose a model or ensemble folder"
         if folders is None:
-            if not SHIPPED_MODEL.is_dir():
+            if not default_model_path().is_dir():
                 return "The shipped model is not installed; choose a model or ensemble folder"
         else:
             for folder in folders:
@@ -203,7 +201,7 @@ class DiscSegmentationLogic(P.ModuleLogic):
             When the settings do not allow a run (:meth:`disabled_reason`).
         """
         from discvbr.io import write_image
-        from discvbr.mrml import image_from_volume
+        from discvbr.mrml.volumes import image_from_volume
 
         reason = self.disabled_reason(node)
         if reason:
@@ -281,13 +279,10 @@ class DiscSegmentationLogic(P.ModuleLogic):
         return self._store(node, labels, uncertainty=None, report=report, name=name or (volume.GetName() if volume else "discs"))
 
     def _store(self, node, labels: Image, *, uncertainty: Image | None, report: dict, name: str) -> SegmentationOutput:
-        from discvbr.mrml import (
-            NodeTransaction,
-            segmentation_from_labels,
-            shared_colour_table,
-            show_volume_with_colours,
-            volume_from_image,
-        )
+        from discvbr.mrml.colours import shared_colour_table, show_volume_with_colours
+        from discvbr.mrml.scene import NodeTransaction
+        from discvbr.mrml.segmentations import segmentation_from_labels
+        from discvbr.mrml.volumes import volume_from_image
 
         volume = node.GetNodeReference(INPUT)
         with NodeTransaction(self.scene):
@@ -318,7 +313,7 @@ class DiscSegmentationLogic(P.ModuleLogic):
         Sizes and centres are read from the segments as they are now, so the list follows
         corrections; uncertainties come from the network's report.
         """
-        from discvbr.mrml import segment_level
+        from discvbr.mrml.segmentations import segment_level
 
         report = json.loads(segmentation.GetAttribute(REPORT_ATTRIBUTE) or "{}")
         scores = report.get("per_disc_uncertainty", {})
@@ -356,7 +351,8 @@ class DiscSegmentationLogic(P.ModuleLogic):
             No input or segmentation, unnamed or overlapping segments, or a missing disc.
         """
         from discvbr.io import write_image
-        from discvbr.mrml import image_from_volume, labels_from_segmentation
+        from discvbr.mrml.segmentations import labels_from_segmentation
+        from discvbr.mrml.volumes import image_from_volume
 
         volume = node.GetNodeReference(INPUT)
         segmentation = node.GetNodeReference(SEGMENTATION)
@@ -377,7 +373,8 @@ def uncertainty_scale():
 
 
 def _segment_size_and_centre(segmentation, segment_id: str) -> tuple[int, tuple[float, float, float] | None]:
-    from discvbr.mrml import _array_from_image_data, _numpy_matrix, segment_labelmap
+    from discvbr.mrml.arrays import array_from_image_data as _array_from_image_data, numpy_matrix as _numpy_matrix
+    from discvbr.mrml.segmentations import segment_labelmap
 
     image = segment_labelmap(segmentation, segment_id)
     if image is None:

@@ -328,14 +328,10 @@ class DiscStatisticsLogic(P.ModuleLogic):
             ``t``, whichever the analysis has).
         """
         from discvbr.io import read_image
-        from discvbr.mrml import (
-            NodeTransaction,
-            colour_table_from_scale,
-            place_in_folder,
-            show_volume_with_colours,
-            table_from_dataframe,
-            volume_from_image,
-        )
+        from discvbr.mrml.colours import colour_table_from_scale, show_volume_with_colours
+        from discvbr.mrml.scene import NodeTransaction, place_in_folder
+        from discvbr.mrml.tables import table_from_dataframe
+        from discvbr.mrml.volumes import volume_from_image
 
         study = read_study(P.text(node, STUDY))
         name = name or P.text(node, NAME)
@@ -404,7 +400,7 @@ class DiscStatisticsLogic(P.ModuleLogic):
 
     def _mesh(self, study: StudyInfo, path: Path, stem: str, *, name: str, quantity: str, alpha: float):
         from discvbr.io import read_image
-        from discvbr.mrml import models_from_spine_scene
+        from discvbr.mrml.models import models_from_spine_scene
         from discvbr.render.scene import build_scene
 
         kind = map_kind(stem)
@@ -421,7 +417,7 @@ class DiscStatisticsLogic(P.ModuleLogic):
         maps = {p.name[: -len(".nii.gz")]: p for p in output.folder.glob("*.nii.gz")}
         if stem not in maps:
             raise DiscVBRError(f"analysis {output.name} has no map {stem!r}; it has {', '.join(sorted(maps))}")
-        from discvbr.mrml import NodeTransaction
+        from discvbr.mrml.scene import NodeTransaction
 
         study = read_study(P.text(node, STUDY))
         with NodeTransaction(self.scene):
@@ -437,7 +433,7 @@ class DiscStatisticsLogic(P.ModuleLogic):
     def export_tables(self, output: StatisticsOutput, folder: str | os.PathLike) -> list[Path]:
         """Write the result's table nodes as CSV files (``<analysis>_<table>.csv``)."""
         from discvbr.io import atomic_write
-        from discvbr.mrml import dataframe_from_table
+        from discvbr.mrml.tables import dataframe_from_table
 
         folder = Path(folder)
         written = []

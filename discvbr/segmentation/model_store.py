@@ -27,6 +27,7 @@ from discvbr import __version__
 from discvbr.errors import DiscVBRError
 from discvbr.io import atomic_write, write_json
 from discvbr.levels import DISC_LEVELS
+from discvbr.resources import DEFAULT_MODEL, MODELS_DIR, default_model_path
 from discvbr.segmentation.network import config_as_dict, network_config_from_dict
 from discvbr.segmentation.preprocess import PreprocessConfig
 
@@ -49,10 +50,6 @@ MODEL_FORMAT = "discvbr-segmentation-model"
 ENSEMBLE_FORMAT = "discvbr-segmentation-ensemble"
 FORMAT_VERSION = 1
 MODEL_FILE, WEIGHTS_FILE, ENSEMBLE_FILE = "model.json", "weights.safetensors", "ensemble.json"
-#: Folder of the models shipped with the package.
-MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
-#: Name of the shipped default model (an ensemble folder under :data:`MODELS_DIR`).
-DEFAULT_MODEL = "cfcm-compact"
 
 
 def class_names(n_classes: int) -> list[str]:
@@ -204,11 +201,6 @@ def write_ensemble(folder: str | os.PathLike, members: list[str | os.PathLike], 
     write_json(folder / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "name": name,
                                         "description": description, "members": rel})
     return folder
-
-
-def default_model_path() -> Path:
-    """Folder of the shipped default model."""
-    return MODELS_DIR / DEFAULT_MODEL
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -1,10 +1,16 @@
-"""The parameter-node lifecycle shared by the module widgets, on a stand-in widget."""
+"""The parameter-node lifecycle shared by the module widgets (DiscVBRLib.widget), on a stand-in widget."""
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
-import vtk
+from vtkmodules.vtkCommonCore import vtkCommand
 
-from discvbr.extension.widget import ParameterNodeWidgetMixin
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # DiscVBRLib lies beside the modules
+
+from DiscVBRLib.widget import ParameterNodeWidgetMixin  # noqa: E402
+
+MODIFIED = vtkCommand.ModifiedEvent
 
 
 class FakeWidget(ParameterNodeWidgetMixin):
@@ -30,7 +36,7 @@ def test_entering_binds_and_observes_the_module_node():
     widget = FakeWidget(["node-a"])
     widget.enter()
     assert widget._parameterNode == "node-a"
-    assert widget.observed == [("node-a", vtk.vtkCommand.ModifiedEvent, widget.updateGUIFromParameterNode)]
+    assert widget.observed == [("node-a", MODIFIED, widget.updateGUIFromParameterNode)]
     assert widget.gui_updates == 1
     widget.exit()
     assert widget.observed == []

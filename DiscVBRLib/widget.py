@@ -5,7 +5,8 @@ module's parameter node on entering the module and after a scene is closed, obse
 node so that the GUI follows it, and stop observing on leaving. They live here once; a
 widget mixes this class in after ``ScriptedLoadableModuleWidget`` and
 ``VTKObservationMixin`` and provides ``self.logic.parameter_node()`` and
-``updateGUIFromParameterNode``. No Qt and no ``slicer`` import: only VTK's event id.
+``updateGUIFromParameterNode``. No Qt and no ``slicer`` import, so the tests run it
+without the Slicer application.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ class ParameterNodeWidgetMixin:
 
 
 def _modified_event() -> int:
-    # imported on use so that the module loads where VTK is not yet installed
-    import vtk
+    from vtkmodules.vtkCommonCore import vtkCommand
 
-    return vtk.vtkCommand.ModifiedEvent
+    return vtkCommand.ModifiedEvent
