@@ -1,18 +1,21 @@
 """``discvbr`` commands as child processes: progress lines in, cancel out.
 
-Heavy work the GUI must not wait on (network inference, a whole pipeline run) runs as
-``python -m discvbr <command>`` in its own process. The commands print machine-readable
+Heavy work the GUI must not wait on (network inference, registration and fitting,
+permutation statistics, a whole pipeline run) runs as ``python -m discvbr <command>`` or
+``python -m discvbr.extension.jobs <kind> <request>`` in its own process. The commands print machine-readable
 lines (``PROGRESS <fraction> <text>``, ``WARNING <text>``, ``RESULT <path>``; see
 ``discvbr segment --help``) and one ``discvbr: error: <message>`` line for bad input.
 :class:`CommandProcess` reads them on background threads; the GUI polls it from a timer
 (:meth:`CommandProcess.poll` never blocks) and kills it on Cancel, the tests and scripts
-simply wait.
+simply wait. :class:`Job` is what a module logic's ``start`` returns: the process, its
+scratch folder and the latest progress.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import tempfile
 import shutil
 import signal
 import subprocess
@@ -23,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["ProcessEvent", "parse_line", "CommandProcess", "python_executable", "discvbr_command", "discvbr_environment"]
+__all__ = ["ProcessEvent", "parse_line", "CommandProcess", "Job", "python_executable", "discvbr_command", "job_command", "discvbr_environment"]
 
-#: Seconds a cancelled process gets to stop before it is killed.
-TERMINATE_GRACE_S = 3.0
+#: Seconds a cancelled process gets to stop before it is killed (Cancel ends a job within 1 s).
+TERMINATE_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ def discvbr_environment() -> dict[str, str]:
 def discvbr_command(*args: str, python: str | None = None) -> list[str]:
     """``[python, "-m", "discvbr", *args]``."""
     return [python or python_executable(), "-m", "discvbr", *[str(a) for a in args]]
+
+
+def job_command(kind: str, request: str | os.PathLike, *, python: str | None = None) -> list[str]:
+    """``[python, "-m", "discvbr.extension.jobs", kind, request]``: a module's job in a child process."""
+    return [python or python_executable(), "-m", "discvbr.extension.jobs", kind, str(request)]
 
 
 class CommandProcess:
@@ -176,8 +184,8 @@ class CommandProcess:
             reader.join(timeout=None if timeout is None else max(timeout, 1.0))
         return code
 
-    def cancel(self) -> None:
-        """Stop the process (and its children): terminate, then kill after a grace period."""
+    def terminate(self) -> None:
+        """Ask the process (and its children) to stop (SIGTERM), without waiting: what a GUI's Cancel calls."""
         if self._process.poll() is not None:
             return
         self.cancelled = True
@@ -185,12 +193,125 @@ class CommandProcess:
             self._process.terminate()
         else:
             os.killpg(self._process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + TERMINATE_GRACE_S
+
+    def kill(self) -> None:
+        """Kill the process (and its children) if it is still alive, without waiting."""
+        if self._process.poll() is not None:
+            return
+        self.cancelled = True
+        if os.name == "nt":
+            self._process.kill()
+        else:
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+    def cancel(self, *, grace: float = TERMINATE_GRACE_S) -> None:
+        """Stop the process and wait for it: terminate, then kill after ``grace`` seconds."""
+        self.terminate()
+        deadline = time.monotonic() + grace
         while self._process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._process.poll() is None:
-            if os.name == "nt":
-                self._process.kill()
-            else:
-                os.killpg(self._process.pid, signal.SIGKILL)
+            time.sleep(0.02)
+        self.kill()
         self._process.wait()
+
+
+class Job:
+    """A module's computation running in its own process: poll it, cancel it, or let it finish.
+
+    Parameters
+    ----------
+    process : CommandProcess
+    workdir : tempfile.TemporaryDirectory
+        The job's scratch folder (inputs handed to the process, its results); deleted by
+        :meth:`close` and :meth:`cancel`.
+    name : str
+        What the job works on, for messages (the input volume, the analysis).
+
+    Attributes
+    ----------
+    fraction : float
+        Progress 0..1 of the last progress line.
+    text : str
+        Text of the last progress line.
+    """
+
+    def __init__(self, process: CommandProcess, workdir: tempfile.TemporaryDirectory, name: str):
+        self.process = process
+        self.workdir = workdir
+        self.name = name
+        self.fraction = 0.0
+        self.text = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.workdir.name)
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def poll(self) -> list[ProcessEvent]:
+        """New output lines (progress lines update :attr:`fraction` and :attr:`text`); never blocks."""
+        events = self.process.poll()
+        for event in events:
+            if event.kind == "progress" and event.fraction is not None:
+                self.fraction, self.text = event.fraction, event.text
+        return events
+
+    def cancel(self) -> None:
+        """Stop the process (killed after :data:`TERMINATE_GRACE_S`) and delete its files."""
+        self.process.cancel()
+        self.close()
+
+    def close(self) -> None:
+        """Delete the job's scratch folder."""
+        self.workdir.cleanup()
+
+    def wait(self, *, progress=None, timeout: float | None = None) -> int:
+        """Wait for the process (scripts, tests, self-tests), passing progress lines on.
+
+        Parameters
+        ----------
+        progress : callable, optional
+            ``progress(fraction, text)`` for every progress line.
+        timeout : float, optional
+            Seconds; the job is cancelled and :class:`~discvbr.errors.DiscVBRError` raised after it.
+
+        Returns
+        -------
+        int
+            The exit status.
+        """
+        from discvbr.errors import DiscVBRError
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            for event in self.poll():
+                if event.kind == "progress" and progress is not None:
+                    progress(self.fraction, event.text)
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise DiscVBRError(f"{self.name} took longer than {timeout:g} s and was stopped")
+            time.sleep(0.05)
+        code = self.process.wait()
+        for event in self.poll():
+            if event.kind == "progress" and progress is not None:
+                progress(self.fraction, event.text)
+        return code
+
+    def result_path(self, what: str) -> Path:
+        """The result the process announced, after it finished.
+
+        Raises
+        ------
+        DiscVBRError
+            Cancelled, or the process's error message, or an exit without a result.
+        """
+        from discvbr.errors import DiscVBRError
+
+        code = self.process.wait()
+        self.poll()
+        if self.process.cancelled:
+            raise DiscVBRError(f"{what} cancelled")
+        if code != 0 or self.process.result is None:
+            raise DiscVBRError(self.process.error or f"the {what} process stopped with status {code}")
+        return self.process.result

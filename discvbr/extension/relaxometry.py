@@ -29,6 +29,7 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.extension import parameters as P
+from discvbr.extension.process import Job
 from discvbr.io import EchoSeries, Image
 from discvbr.levels import DISC_LEVELS
 from discvbr.resources import DEFAULT_ATLAS, PARAMETER_DIR, atlas_base_names, parameter_file_names
@@ -40,7 +41,11 @@ __all__ = [
     "Cancelled",
     "DecayCurve",
     "RelaxometryOutput",
+    "RelaxometryRequest",
+    "RelaxometryResult",
     "DiscRelaxometryLogic",
+    "compute_relaxometry",
+    "run_relaxometry_request",
     "checkerboard",
     "registered_discs",
 ]
@@ -190,6 +195,170 @@ class RelaxometryOutput:
     registrations: dict = field(default_factory=dict)
 
 
+@dataclass
+class RelaxometryRequest:
+    """What a run needs, read from the scene: the only input of :func:`compute_relaxometry`.
+
+    Attributes
+    ----------
+    series : dict of str to EchoSeries
+        By kind (``"t1rho"``, ``"t2"``), in DiscVBR's sagittal layout, on one grid.
+    labels : Image
+        Disc labels (1 = L5S1 ... 5 = L1L2) on the series grid.
+    atlas : str
+        A shipped atlas name (without ``-2d``/``-3d``) or an atlas folder.
+    registration : dict
+        Keyword arguments of :class:`~discvbr.registration.RegistrationParams`.
+    method : str
+        Fit method (``lm``, ``loglinear``, ``rician``).
+    limits : dict of str to float
+        Largest T per kind, ms.
+    min_snr : float
+    subject : str
+        Names the output nodes.
+    """
+
+    series: dict
+    labels: Image
+    atlas: str
+    registration: dict
+    method: str
+    limits: dict
+    min_snr: float
+    subject: str
+
+    @property
+    def ndim(self) -> int:
+        """2 for a single sagittal slice, 3 for a stack."""
+        return 2 if next(iter(self.series.values())).grid.shape[0] == 1 else 3
+
+
+@dataclass
+class RelaxometryResult:
+    """What :func:`compute_relaxometry` computed (no scene involved); :meth:`DiscRelaxometryLogic.add_results` shows it."""
+
+    native: dict
+    warped: dict
+    atlas_fits: dict
+    atlas: object
+    subject_discs: Image
+    det: Image
+    board: Image
+    qc: object
+    registrations: dict
+    failures: dict
+    engine: str
+
+
+def compute_relaxometry(
+    request: RelaxometryRequest,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    runner=None,
+    engine: str = "itk-elastix",
+) -> RelaxometryResult:
+    """Fit on the series grid, register every disc, warp the echoes, fit in atlas space, build the QC.
+
+    One disc that fails to register does not stop the others (its reason is in
+    ``failures`` and the QC table).
+
+    Parameters
+    ----------
+    request : RelaxometryRequest
+    progress : callable, optional
+        ``progress(fraction, text)`` before every step (one per disc while registering).
+    cancelled : callable, optional
+        Polled between steps; True stops the run with :class:`Cancelled`.
+    runner : ElastixRunner, optional
+        The registration engine (default: itk-elastix).
+    engine : str
+        Its name, for the QC table and the log.
+
+    Raises
+    ------
+    DiscVBRError
+        Every disc failing to register, or a cancel.
+    """
+    from discvbr.fitting import fit_monoexp
+    from discvbr.registration import RegistrationParams, apply_registration, load_atlas, paste_discs, register_disc
+
+    notify = progress or (lambda fraction, text: None)
+    stop = cancelled or (lambda: False)
+
+    def check() -> None:
+        if stop():
+            raise Cancelled("registration cancelled; nothing was added to the scene")
+
+    series, labels = request.series, request.labels
+    atlas = load_atlas(request.atlas, mode=f"{request.ndim}d")
+    params = RegistrationParams(**request.registration)
+    label_values = np.asarray(labels.array)
+
+    def fit(s: EchoSeries, mask: np.ndarray):
+        return fit_monoexp(s.data, s.times, mask, method=request.method, t_max=request.limits[s.kind], min_snr=request.min_snr)
+
+    native = {}
+    for kind, s in series.items():
+        check()
+        notify(0.05, f"fitting {KINDS[kind]} on the series grid")
+        native[kind] = fit(s, label_values > 0)
+
+    registrations, failures = {}, {}
+    for label, level in enumerate(DISC_LEVELS, start=1):
+        check()
+        notify(0.1 + 0.6 * (label - 1) / len(DISC_LEVELS), f"registering {level} ({engine})")
+        try:
+            registrations[label] = register_disc(labels, label, atlas, params=params, subject=request.subject, runner=runner)
+        except DiscVBRError as exc:
+            check()
+            failures[level] = str(exc)
+    check()
+    if not registrations:
+        first_level = next(iter(failures))
+        raise DiscVBRError(f"no disc could be registered; {first_level}: {failures[first_level]}")
+
+    notify(0.75, "warping echoes into atlas space")
+    atlas_labels = np.asarray(atlas.labels.array)
+    registered_labels = np.where(np.isin(atlas_labels, list(registrations)), atlas_labels, 0).astype(np.uint8)
+    warped, atlas_fits = {}, {}
+    for kind, s in series.items():
+        check()
+        warped[kind] = paste_discs({label: apply_registration(reg, s) for label, reg in registrations.items()}, atlas)
+        notify(0.8, f"fitting {KINDS[kind]} in atlas space")
+        atlas_fits[kind] = fit(warped[kind], registered_labels > 0)
+    check()
+    notify(0.9, "registration QC")
+    subject_discs = registered_discs(registrations, labels, atlas.labels)
+    det = paste_discs({label: Image(reg.det_jacobian.astype(np.float32), reg.grid.affine) for label, reg in registrations.items()}, atlas)
+    board = checkerboard((atlas_labels > 0).astype(np.float32), (subject_discs.array > 0).astype(np.float32) * 2.0)
+    qc = DiscRelaxometryLogic._qc_table(registrations, failures, engine)
+    check()
+    return RelaxometryResult(
+        native, warped, atlas_fits, atlas, subject_discs, det, Image(board, atlas.labels.affine), qc, registrations, failures, engine
+    )
+
+
+def run_relaxometry_request(request_file: str | os.PathLike, *, progress: Callable[[float, str], None] | None = None) -> Path:
+    """The child process's side of :meth:`DiscRelaxometryLogic.start`: compute, pickle the result beside the request.
+
+    Returns
+    -------
+    Path
+        ``result.pkl`` in the request's folder.
+    """
+    import pickle
+
+    request_file = Path(request_file)
+    request = pickle.loads(request_file.read_bytes())
+    result = compute_relaxometry(request, progress=progress, engine="itk-elastix")
+    path = request_file.with_name("result.pkl")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)  # the parent never reads half a result
+    return path
+
+
 class DiscRelaxometryLogic(P.ModuleLogic):
     """Registration and relaxometry on scene nodes (the DiscRelaxometry module's logic).
 
@@ -199,14 +368,18 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         Default: ``slicer.mrmlScene``.
     elastix_logic : object, optional
         SlicerElastix's ``ElastixLogic`` (default: found when the extension is installed).
+    python : str, optional
+        Python that runs the child process of :meth:`start` (default: PythonSlicer inside
+        Slicer, else this interpreter).
     """
 
     module = MODULE
     defaults = DEFAULTS
 
-    def __init__(self, scene=None, *, elastix_logic=None):
+    def __init__(self, scene=None, *, elastix_logic=None, python: str | None = None):
         super().__init__(scene)
         self._elastix_logic = elastix_logic
+        self.python = python
 
     def parameter_node(self):
         """The module's parameter node; the latest DiscVBR segmentation is preselected."""
@@ -424,6 +597,30 @@ class DiscRelaxometryLogic(P.ModuleLogic):
 
     # ------------------------------------------------------------------ run
 
+    def prepare(self, node) -> "RelaxometryRequest":
+        """Everything a run needs from the scene, checked, as plain data (what the child process receives).
+
+        Raises
+        ------
+        DiscVBRError
+            Bad inputs or settings, named.
+        """
+        reason = self.disabled_reason(node)
+        if reason:
+            raise DiscVBRError(reason)
+        series = self.series_inputs(node)
+        first = next(iter(series.values()))
+        return RelaxometryRequest(
+            series=series,
+            labels=self.labels_input(node, first.grid),
+            atlas=P.text(node, ATLAS) or DEFAULT_ATLAS,
+            registration=self._registration_values(node),
+            method=P.choice(node, FIT_METHOD, FIT_METHODS, label="fit method"),
+            limits=self._fit_limits(node),
+            min_snr=P.number(node, MIN_SNR, label="minimum SNR", minimum=0.0),
+            subject=self._subject_name(node),
+        )
+
     def run(
         self,
         node,
@@ -432,14 +629,18 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         cancelled: Callable[[], bool] | None = None,
         runner=None,
     ) -> RelaxometryOutput:
-        """Fit, register, warp, fit in atlas space, build QC; add every output to the scene.
+        """Fit, register, warp, fit in atlas space, build QC in this process; add every output to the scene.
+
+        Scripts, tests and the self-test call this; the module's GUI runs the same steps in a
+        child process (:meth:`start`), except with the SlicerElastix engine, which needs the
+        running Slicer.
 
         Parameters
         ----------
         node : vtkMRMLScriptedModuleNode
             The parameter node.
         progress : callable, optional
-            ``progress(fraction, text)`` between steps (the GUI processes events there).
+            ``progress(fraction, text)`` between steps.
         cancelled : callable, optional
             Polled between steps; when it returns True the run stops with :class:`Cancelled`.
         runner : ElastixRunner, optional
@@ -451,83 +652,66 @@ class DiscRelaxometryLogic(P.ModuleLogic):
             Bad inputs (named), every disc failing to register, or a cancel; the scene is
             left unchanged.
         """
-        from discvbr.fitting import fit_monoexp
-        from discvbr.registration import apply_registration, paste_discs, register_disc
-
         notify = progress or (lambda fraction, text: None)
-        stop = cancelled or (lambda: False)
-
-        def check() -> None:
-            if stop():
-                raise Cancelled("registration cancelled; nothing was added to the scene")
-
         notify(0.0, "checking inputs")
-        reason = self.disabled_reason(node)
-        if reason:
-            raise DiscVBRError(reason)
-        series = self.series_inputs(node)
-        first = next(iter(series.values()))
-        labels = self.labels_input(node, first.grid)
-        ndim = 2 if first.grid.shape[0] == 1 else 3
-        atlas = self.atlas(node, ndim=ndim)
-        params = self.registration_params(node)
+        request = self.prepare(node)
         if runner is None:
-            runner, engine = self.registration_runner(node, ndim=ndim)
+            runner, engine = self.registration_runner(node, ndim=request.ndim)
         else:
             engine = getattr(runner, "name", type(runner).__name__)
-        method = P.choice(node, FIT_METHOD, FIT_METHODS, label="fit method")
-        limits = self._fit_limits(node)
-        min_snr = P.number(node, MIN_SNR, label="minimum SNR", minimum=0.0)
-        subject = self._subject_name(node)
-        label_values = np.asarray(labels.array)
-
-        def fit(s: EchoSeries, mask: np.ndarray):
-            return fit_monoexp(s.data, s.times, mask, method=method, t_max=limits[s.kind], min_snr=min_snr)
-
-        native = {}
-        for kind, s in series.items():
-            check()
-            notify(0.05, f"fitting {KINDS[kind]} on the series grid")
-            native[kind] = fit(s, label_values > 0)
-
-        registrations, failures = {}, {}
-        for label, level in enumerate(DISC_LEVELS, start=1):
-            check()
-            notify(0.1 + 0.6 * (label - 1) / len(DISC_LEVELS), f"registering {level} ({engine})")
-            try:
-                registrations[label] = register_disc(labels, label, atlas, params=params, subject=subject, runner=runner)
-            except DiscVBRError as exc:
-                check()
-                failures[level] = str(exc)
-        check()
-        if not registrations:
-            first_level = next(iter(failures))
-            raise DiscVBRError(f"no disc could be registered; {first_level}: {failures[first_level]}")
-
-        notify(0.75, "warping echoes into atlas space")
-        atlas_labels = np.asarray(atlas.labels.array)
-        registered_labels = np.where(np.isin(atlas_labels, list(registrations)), atlas_labels, 0).astype(np.uint8)
-        warped, atlas_fits = {}, {}
-        for kind, s in series.items():
-            check()
-            warped[kind] = paste_discs({label: apply_registration(reg, s) for label, reg in registrations.items()}, atlas)
-            notify(0.8, f"fitting {KINDS[kind]} in atlas space")
-            atlas_fits[kind] = fit(warped[kind], registered_labels > 0)
-        check()
-        notify(0.9, "registration QC")
-        subject_discs = registered_discs(registrations, labels, atlas.labels)
-        det = paste_discs({label: Image(reg.det_jacobian.astype(np.float32), reg.grid.affine) for label, reg in registrations.items()}, atlas)
-        board = checkerboard((atlas_labels > 0).astype(np.float32), (subject_discs.array > 0).astype(np.float32) * 2.0)
-        qc = self._qc_table(registrations, failures, engine)
-        check()
+        result = compute_relaxometry(request, progress=progress, cancelled=cancelled, runner=runner, engine=engine)
         notify(0.95, "adding the results to the scene")
-        output = self._add_nodes(
-            node, subject=subject, series=series, native=native, warped=warped, atlas_fits=atlas_fits, atlas=atlas,
-            subject_discs=subject_discs, det=det, board=Image(board, atlas.labels.affine),
-            qc=qc, registrations=registrations, ndim=ndim, failures=failures, engine=engine,
-        )
-        notify(1.0, "done" + (f"; {len(failures)} disc(s) failed: {', '.join(failures)}" if failures else ""))
+        output = self.add_results(node, request, result)
+        notify(1.0, "done" + (f"; {len(result.failures)} disc(s) failed: {', '.join(result.failures)}" if result.failures else ""))
         return output
+
+    def start(self, node) -> Job:
+        """Start the run in a child process (registration with itk-elastix) and return at once.
+
+        Poll the job from a timer, cancel it (the process ends within a second; nothing is
+        added), or give the finished job to :meth:`finish`.
+
+        Raises
+        ------
+        DiscVBRError
+            Bad inputs, or the SlicerElastix engine chosen (it needs the running Slicer:
+            use :meth:`run`).
+        """
+        import pickle
+        import tempfile
+
+        from discvbr.extension.process import CommandProcess, job_command
+
+        if P.choice(node, ENGINE, ENGINES, label="registration engine") == "slicer-elastix":
+            raise DiscVBRError("the SlicerElastix engine runs inside Slicer, not in a separate process; choose auto or itk-elastix")
+        request = self.prepare(node)
+        workdir = tempfile.TemporaryDirectory(prefix="discvbr-relaxometry-")
+        try:
+            path = Path(workdir.name) / "request.pkl"
+            path.write_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+            process = CommandProcess(job_command("relaxometry", path, python=self.python))
+        except BaseException:
+            workdir.cleanup()
+            raise
+        return Job(process, workdir, f"registration and fit of {request.subject}")
+
+    def finish(self, job: Job, node) -> RelaxometryOutput:
+        """Add a finished job's results to the scene (all or nothing).
+
+        Raises
+        ------
+        DiscVBRError
+            Cancelled, or the run's error (bad input found late, every disc failing).
+        """
+        import pickle
+
+        try:
+            path = job.result_path("registration and fit")
+            request = pickle.loads((job.folder / "request.pkl").read_bytes())
+            result = pickle.loads(path.read_bytes())
+        finally:
+            job.close()
+        return self.add_results(node, request, result)
 
     def _subject_name(self, node) -> str:
         for kind in KINDS:
@@ -553,9 +737,15 @@ class DiscRelaxometryLogic(P.ModuleLogic):
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _add_nodes(
-        self, node, *, subject, series, native, warped, atlas_fits, atlas, subject_discs, det, board, qc, registrations, ndim, failures, engine
-    ) -> RelaxometryOutput:
+    def add_results(self, node, request: "RelaxometryRequest", result: "RelaxometryResult") -> RelaxometryOutput:
+        """Add a run's outputs to the scene in one transaction and reference them from the parameter node.
+
+        Every run adds new nodes (in a new subject-hierarchy folder): a second run never
+        overwrites the first one's maps.
+        """
+        subject, series, native, warped, atlas_fits = request.subject, request.series, result.native, result.warped, result.atlas_fits
+        atlas, subject_discs, det, board, qc = result.atlas, result.subject_discs, result.det, result.board, result.qc
+        registrations, ndim, failures, engine = result.registrations, request.ndim, result.failures, result.engine
         from discvbr.mrml.colours import colour_table_from_scale, shared_colour_table, show_volume_with_colours
         from discvbr.mrml.scene import NodeTransaction, place_in_folder
         from discvbr.mrml.segmentations import segmentation_from_labels

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,12 +22,12 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.extension import parameters as P
-from discvbr.extension.process import CommandProcess, ProcessEvent, discvbr_command
+from discvbr.extension.process import CommandProcess, Job, discvbr_command
 from discvbr.io import Image
 from discvbr.levels import DISC_LEVELS
 from discvbr.resources import default_model_path
 
-__all__ = ["MODULE", "DEFAULTS", "ReviewItem", "SegmentationOutput", "SegmentationJob", "DiscSegmentationLogic"]
+__all__ = ["MODULE", "DEFAULTS", "ReviewItem", "SegmentationOutput", "DiscSegmentationLogic"]
 
 MODULE = "DiscSegmentation"
 #: Node references of the parameter node.
@@ -85,43 +84,6 @@ class SegmentationOutput:
     review: list[ReviewItem]
     warnings: list[str] = field(default_factory=list)
     report: dict = field(default_factory=dict)
-
-
-class SegmentationJob:
-    """A segmentation running in its own process: poll it for progress, cancel it, or let it finish.
-
-    Attributes
-    ----------
-    fraction : float
-        Progress 0..1 of the last progress line.
-    """
-
-    def __init__(self, process: CommandProcess, workdir: tempfile.TemporaryDirectory, input_name: str):
-        self.process = process
-        self.workdir = workdir
-        self.input_name = input_name
-        self.fraction = 0.0
-
-    @property
-    def running(self) -> bool:
-        return self.process.running
-
-    def poll(self) -> list[ProcessEvent]:
-        """New output lines (progress updates :attr:`fraction`)."""
-        events = self.process.poll()
-        for event in events:
-            if event.kind == "progress" and event.fraction is not None:
-                self.fraction = event.fraction
-        return events
-
-    def cancel(self) -> None:
-        """Kill the process and delete its files; nothing is added to the scene."""
-        self.process.cancel()
-        self.close()
-
-    def close(self) -> None:
-        """Delete the job's temporary files."""
-        self.workdir.cleanup()
 
 
 class DiscSegmentationLogic(P.ModuleLogic):
@@ -192,7 +154,7 @@ class DiscSegmentationLogic(P.ModuleLogic):
 
     # ------------------------------------------------------------------ running
 
-    def start(self, node) -> SegmentationJob:
+    def start(self, node) -> Job:
         """Export the input volume and start ``discvbr segment`` on it.
 
         Raises
@@ -224,9 +186,9 @@ class DiscSegmentationLogic(P.ModuleLogic):
         except BaseException:
             workdir.cleanup()
             raise
-        return SegmentationJob(process, workdir, volume.GetName())
+        return Job(process, workdir, volume.GetName())
 
-    def finish(self, job: SegmentationJob, node) -> SegmentationOutput:
+    def finish(self, job: Job, node) -> SegmentationOutput:
         """Load a finished job's results into nodes (referenced by the parameter node).
 
         Raises
@@ -238,33 +200,19 @@ class DiscSegmentationLogic(P.ModuleLogic):
         from discvbr.io import read_image
 
         try:
-            code = job.process.wait()
-            job.poll()
-            if job.process.cancelled:
-                raise DiscVBRError("segmentation cancelled")
-            if code != 0 or job.process.result is None:
-                detail = job.process.error or f"the segmentation process stopped with status {code}"
-                raise DiscVBRError(detail)
-            report = json.loads(job.process.result.read_text())
-            out = job.process.result.parent
+            result = job.result_path("segmentation")
+            report = json.loads(result.read_text())
+            out = result.parent
             labels = read_image(out / report["outputs"]["labels"], what="segmentation labels")
             uncertainty = read_image(out / report["outputs"]["uncertainty"], what="uncertainty map")
-            return self._store(node, labels, uncertainty=uncertainty, report=report, name=job.input_name)
+            return self._store(node, labels, uncertainty=uncertainty, report=report, name=job.name)
         finally:
             job.close()
 
     def run(self, node, *, progress: Callable[[float, str], None] | None = None, timeout: float | None = None) -> SegmentationOutput:
         """Segment and wait (scripts, tests, self-test); ``progress(fraction, text)`` per line."""
         job = self.start(node)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while job.running:
-            for event in job.poll():
-                if event.kind == "progress" and progress is not None:
-                    progress(job.fraction, event.text)
-            if deadline is not None and time.monotonic() > deadline:
-                job.cancel()
-                raise DiscVBRError(f"the segmentation took longer than {timeout:g} s and was stopped")
-            time.sleep(0.05)
+        job.wait(progress=progress, timeout=timeout)
         return self.finish(job, node)
 
     def import_labels(self, node, labels: Image, *, name: str | None = None) -> SegmentationOutput:

@@ -23,8 +23,9 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.extension import parameters as P
-from discvbr.extension.process import CommandProcess, discvbr_command
+from discvbr.extension.process import CommandProcess, Job, discvbr_command, job_command
 from discvbr.io import Image
+from discvbr.mrml.scene import ROLE_ATTRIBUTE
 
 __all__ = [
     "MODULE",
@@ -37,6 +38,8 @@ __all__ = [
     "check_study_folder",
     "study_manifest",
     "study_analyses",
+    "run_analysis_request",
+    "legend_title",
 ]
 
 MODULE = "DiscStatistics"
@@ -71,6 +74,12 @@ DEFAULTS = {
     CORRECTION: "fwe_tfce_joint",
     SHOW: "",
 }
+#: Output references of the parameter node (saved with the scene): ``Result.<map>`` per map volume,
+#: ``ResultTable.<table>`` per table, ``ResultModel`` (several) for the mesh, its colours and legend.
+RESULT_PREFIX, TABLE_PREFIX = "Result.", "ResultTable."
+MODEL_ROLE, MODEL_COLOURS_ROLE, MODEL_LEGEND_ROLE = "ResultModel", "ResultModelColours", "ResultModelLegend"
+#: Parameters naming the loaded analysis and the map drawn on the mesh.
+RESULT_ANALYSIS, RESULT_SHOWN = "ResultAnalysis", "ResultShown"
 _QUANTITY = {"t1rho": "T1rho", "t2": "T2"}
 _TABLES = ("summary", "roi", "clusters", "peaks", "excluded")
 
@@ -281,37 +290,73 @@ class DiscStatisticsLogic(P.ModuleLogic):
             args += ["--config", config]
         return CommandProcess(discvbr_command(*args, python=self.python))
 
+    def analysis_request(self, node) -> dict:
+        """The configured analysis as a JSON-able request (what the child process runs).
+
+        Raises
+        ------
+        DiscVBRError
+            When the settings do not allow a run (:meth:`disabled_reason`).
+        """
+        reason = self.disabled_reason(node)
+        if reason:
+            raise DiscVBRError(reason)
+        return {
+            "study": str(check_study_folder(P.text(node, STUDY))),
+            "manifest": str(self.manifest(node)),
+            "analysis": self._analysis_values(node),
+            "inference": self._inference(node),
+        }
+
+    def start_analysis(self, node) -> Job:
+        """Start the configured analysis in a child process and return at once.
+
+        Poll the job from a timer (progress at least every second), cancel it (the process
+        ends within a second; the study keeps its other results), or hand the finished job
+        to :meth:`finish_analysis`.
+        """
+        import json
+        import tempfile
+
+        from discvbr.io import atomic_write
+
+        request = self.analysis_request(node)
+        workdir = tempfile.TemporaryDirectory(prefix="discvbr-statistics-")
+        try:
+            path = Path(workdir.name) / "request.json"
+            with atomic_write(path) as tmp:
+                Path(tmp).write_text(json.dumps(request, indent=1))
+            process = CommandProcess(job_command("statistics", path, python=self.python))
+        except BaseException:
+            workdir.cleanup()
+            raise
+        return Job(process, workdir, f"analysis {request['analysis']['name']}")
+
+    def finish_analysis(self, job: Job, node, *, show: str | None = None) -> StatisticsOutput:
+        """Load a finished analysis job's results into the scene (see :meth:`load_results`).
+
+        Raises
+        ------
+        DiscVBRError
+            Cancelled, or the analysis's error; nothing is added to the scene then.
+        """
+        try:
+            folder = job.result_path("statistics")
+        finally:
+            job.close()
+        return self.load_results(node, name=folder.name, show=show)
+
     def run_analysis(self, node, *, progress: Callable[[float, str], None] | None = None) -> Path:
-        """Run the configured analysis on the study (results in ``<study>/stats/<name>/``).
+        """Run the configured analysis in this process and wait (scripts, tests, self-test).
+
+        Returns the results folder ``<study>/stats/<name>/``.
 
         Raises
         ------
         DiscVBRError
             Bad settings, too few usable subjects, or the analysis failing (its reason).
         """
-        from discvbr.manifest import read_manifest
-        from discvbr.pipeline.cohort import run_analyses
-        from discvbr.pipeline.config import PipelineConfig, StatisticsSettings
-        from discvbr.pipeline.session import SessionOutcome
-
-        reason = self.disabled_reason(node)
-        if reason:
-            raise DiscVBRError(reason)
-        notify = progress or (lambda fraction, text: None)
-        study = read_study(P.text(node, STUDY))
-        settings = self.analysis_settings(node)
-        inference = self._inference(node)
-        notify(0.05, "reading the cohort")
-        cohort = read_manifest(self.manifest(node), check_images=False)
-        fields = set(SessionOutcome.__dataclass_fields__)
-        outcomes = [SessionOutcome(**{k: v for k, v in s.items() if k in fields}) for s in study.sessions]
-        config = PipelineConfig(statistics=StatisticsSettings(analyses=[settings], **inference))
-        notify(0.1, f"analysis {settings.name}: {settings.kind} ({inference['permutations']} permutations)")
-        outcome = run_analyses(cohort, outcomes, study.folder, config, study.atlas)[0]
-        if outcome.status != "ok":
-            raise DiscVBRError(f"analysis {settings.name} {outcome.status}: {outcome.message}")
-        notify(1.0, "done")
-        return outcome.folder
+        return run_analysis_request(self.analysis_request(node), progress=progress)
 
     # ------------------------------------------------------------------ results
 
@@ -329,6 +374,7 @@ class DiscStatisticsLogic(P.ModuleLogic):
         """
         from discvbr.io import read_image
         from discvbr.mrml.colours import colour_table_from_scale, show_volume_with_colours
+        from discvbr.mrml.legends import add_colour_legend
         from discvbr.mrml.scene import NodeTransaction, place_in_folder
         from discvbr.mrml.tables import table_from_dataframe
         from discvbr.mrml.volumes import volume_from_image
@@ -348,7 +394,8 @@ class DiscStatisticsLogic(P.ModuleLogic):
         alpha = self._alpha(node)
         import pandas as pd
 
-        volumes, tables = {}, {}
+        previous = self.current_output(node)
+        volumes, tables, colour_nodes = {}, {}, []
         with NodeTransaction(self.scene):
             for stem, path in maps.items():
                 image = read_image(path, what=f"{name} map {stem}")
@@ -358,6 +405,8 @@ class DiscStatisticsLogic(P.ModuleLogic):
                     scale = self._scale(kind, image.array, quantity, alpha)
                     colours, value_range = colour_table_from_scale(self.scene, scale, name=f"{name} {stem} colours")
                     show_volume_with_colours(volume, colours, value_range)
+                    add_colour_legend(self.scene, volume, title=legend_title(stem, scale.title))
+                    colour_nodes.append(colours)
                 volumes[stem] = volume
             for table_name in _TABLES:
                 path = folder / f"{table_name}.csv"
@@ -370,12 +419,105 @@ class DiscStatisticsLogic(P.ModuleLogic):
             models = None
             if show is not None:
                 models = self._mesh(study, maps[show], show, name=name, quantity=quantity, alpha=alpha)
-            nodes = [*volumes.values(), *tables.values()]
+            nodes = [*volumes.values(), *colour_nodes, *tables.values()]
             subject_folder = place_in_folder(self.scene, nodes, folder=f"DiscVBR statistics {name}")
             if models is not None:
                 hierarchy = _hierarchy(self.scene)
                 hierarchy.SetItemParent(models.folder, subject_folder)
-        return StatisticsOutput(name, folder, volumes, tables, models, show, subject_folder, provenance)
+            output = StatisticsOutput(name, folder, volumes, tables, models, show, subject_folder, provenance)
+            self._reference_output(node, output)
+        if previous is not None and previous.name == name:
+            # loading an analysis again replaces its nodes (they are read from its files, never edited)
+            self._remove_output(previous)
+        return output
+
+    def _remove_output(self, output: StatisticsOutput) -> None:
+        """Remove a result's nodes (with their display, colour and storage nodes) and its emptied folders."""
+        displayables = [*output.volumes.values(), *(output.models.models if output.models is not None else [])]
+        doomed = {n.GetID(): n for n in [*displayables, *output.tables.values()]}
+        if output.models is not None:
+            doomed[output.models.colour_node.GetID()] = output.models.colour_node
+        for displayable in displayables:
+            for i in range(displayable.GetNumberOfDisplayNodes()):
+                display = displayable.GetNthDisplayNode(i)
+                if display is None:
+                    continue
+                doomed[display.GetID()] = display
+                colours = display.GetColorNode()
+                if colours is not None and colours.GetAttribute(ROLE_ATTRIBUTE) is not None and displayable in output.volumes.values():
+                    doomed[colours.GetID()] = colours
+        for node in [*displayables, *output.tables.values()]:
+            storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+            if storage is not None:
+                doomed[storage.GetID()] = storage
+        hierarchy = _hierarchy(self.scene)
+        folders = [output.models.folder] if output.models is not None else []
+        folders.append(output.subject_folder)
+        for node in doomed.values():
+            self.scene.RemoveNode(node)
+        scene_item = hierarchy.GetSceneItemID()
+        for folder in folders:
+            if folder and folder != scene_item and hierarchy.GetNumberOfItemChildren(folder) == 0:
+                hierarchy.RemoveItem(folder, False, False)
+
+    def _reference_output(self, node, output: StatisticsOutput) -> None:
+        was = node.StartModify()
+        for i in reversed(range(node.GetNumberOfNodeReferenceRoles())):
+            role = node.GetNthNodeReferenceRole(i)
+            if role.startswith((RESULT_PREFIX, TABLE_PREFIX)) or role in (MODEL_ROLE, MODEL_COLOURS_ROLE, MODEL_LEGEND_ROLE):
+                node.RemoveNodeReferenceIDs(role)
+        for stem, volume in output.volumes.items():
+            node.SetNodeReferenceID(RESULT_PREFIX + stem, volume.GetID())
+        for table_name, table in output.tables.items():
+            node.SetNodeReferenceID(TABLE_PREFIX + table_name, table.GetID())
+        if output.models is not None:
+            for model in output.models.models:
+                node.AddNodeReferenceID(MODEL_ROLE, model.GetID())
+            node.SetNodeReferenceID(MODEL_COLOURS_ROLE, output.models.colour_node.GetID())
+            if output.models.legend is not None:
+                node.SetNodeReferenceID(MODEL_LEGEND_ROLE, output.models.legend.GetID())
+        node.SetParameter(RESULT_ANALYSIS, output.name)
+        node.SetParameter(RESULT_SHOWN, output.shown or "")
+        node.EndModify(was)
+
+    def current_output(self, node) -> StatisticsOutput | None:
+        """The results loaded last, rebuilt from the parameter node's references (also after a scene reload).
+
+        None when no results are loaded, or when their volumes were deleted from the scene.
+        """
+        from discvbr.mrml.models import SpineModels
+
+        name = P.text(node, RESULT_ANALYSIS)
+        if not name:
+            return None
+        volumes, tables = {}, {}
+        for i in range(node.GetNumberOfNodeReferenceRoles()):
+            role = node.GetNthNodeReferenceRole(i)
+            target = node.GetNodeReference(role)
+            if target is None:
+                continue
+            if role.startswith(RESULT_PREFIX):
+                volumes[role[len(RESULT_PREFIX):]] = target
+            elif role.startswith(TABLE_PREFIX):
+                tables[role[len(TABLE_PREFIX):]] = target
+        if not volumes:
+            return None
+        hierarchy = _hierarchy(self.scene)
+        models = None
+        model_nodes = [node.GetNthNodeReference(MODEL_ROLE, i) for i in range(node.GetNumberOfNodeReferences(MODEL_ROLE))]
+        model_nodes = [m for m in model_nodes if m is not None]
+        colours = node.GetNodeReference(MODEL_COLOURS_ROLE)
+        if model_nodes and colours is not None:
+            first_map = next((m for m in model_nodes if m.GetAttribute(ROLE_ATTRIBUTE) == "map"), model_nodes[0])
+            value_range = tuple(first_map.GetDisplayNode().GetScalarRange())
+            folder_item = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(model_nodes[0]))
+            models = SpineModels(model_nodes, colours, value_range, node.GetNodeReference(MODEL_LEGEND_ROLE), folder_item)
+        study_folder = Path(P.text(node, STUDY)).expanduser()
+        folder = study_folder / "stats" / name
+        provenance_file = folder / "provenance.json"
+        provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+        subject_folder = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(next(iter(volumes.values()))))
+        return StatisticsOutput(name, folder, volumes, tables, models, P.text(node, RESULT_SHOWN) or None, subject_folder, provenance)
 
     @staticmethod
     def _quantity(provenance: dict) -> str:
@@ -426,6 +568,7 @@ class DiscStatisticsLogic(P.ModuleLogic):
         if output.models is not None:
             _hierarchy(self.scene).RemoveItem(output.models.folder, True, True)
         output.models, output.shown = models, stem
+        self._reference_output(node, output)
         return models
 
     # ------------------------------------------------------------------ export
@@ -463,6 +606,57 @@ class DiscStatisticsLogic(P.ModuleLogic):
             title=f"{output.name}: {output.shown}", out=path,
         )
         return Path(path)
+
+
+def legend_title(stem: str, scale_title: str) -> str:
+    """Colour-legend title of a statistics map: the map, and its quantity with the unit."""
+    units = {"r": "correlation, no unit", "t": "t statistic, no unit", "p": "p value, no unit"}
+    detail = units.get(scale_title, scale_title)
+    return f"{stem}: {detail}" if stem != scale_title else f"{stem} ({detail})"
+
+
+def run_analysis_request(request: dict, *, progress: Callable[[float, str], None] | None = None) -> Path:
+    """Run one analysis of :meth:`DiscStatisticsLogic.analysis_request` on its study; the results folder.
+
+    The pipeline's own statistics (:func:`discvbr.pipeline.cohort.run_analyses`), so the
+    results equal a command-line run with the same settings.
+
+    Parameters
+    ----------
+    request : dict
+        ``study`` and ``manifest`` paths, ``analysis`` (the fields of
+        :class:`~discvbr.pipeline.config.AnalysisSettings`) and ``inference``
+        (permutations, seed, tfce, alpha, correction).
+    progress : callable, optional
+        ``progress(fraction, text)`` between steps.
+
+    Raises
+    ------
+    DiscVBRError
+        Too few usable subjects, a variable missing from the manifest, or the analysis failing.
+    """
+    from discvbr.manifest import read_manifest
+    from discvbr.pipeline.cohort import run_analyses
+    from discvbr.pipeline.config import AnalysisSettings, PipelineConfig, StatisticsSettings
+    from discvbr.pipeline.session import SessionOutcome
+
+    notify = progress or (lambda fraction, text: None)
+    notify(0.02, "reading the study")
+    study = read_study(request["study"])
+    settings = AnalysisSettings(**request["analysis"])
+    inference = request["inference"]
+    notify(0.05, "reading the cohort")
+    cohort = read_manifest(Path(request["manifest"]), check_images=False)
+    fields = set(SessionOutcome.__dataclass_fields__)
+    outcomes = [SessionOutcome(**{k: v for k, v in s.items() if k in fields}) for s in study.sessions]
+    config = PipelineConfig(statistics=StatisticsSettings(analyses=[settings], **inference))
+    notify(0.1, f"analysis {settings.name}: {settings.kind}, {inference['permutations']} permutations"
+           + (" with TFCE" if inference["tfce"] else ""))
+    outcome = run_analyses(cohort, outcomes, study.folder, config, study.atlas)[0]
+    if outcome.status != "ok":
+        raise DiscVBRError(f"analysis {settings.name} {outcome.status}: {outcome.message}")
+    notify(1.0, "done")
+    return outcome.folder
 
 
 def _hierarchy(scene):
