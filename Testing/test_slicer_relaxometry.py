@@ -360,3 +360,60 @@ def test_slicer_elastix_runner_reads_the_displacement_field(tmp_path):
         reg.save(tmp_path / "transform")
     with pytest.raises(RuntimeError, match="3D volumes"):
         runner(fixed, fixed, build_parameter_maps(RegistrationParams(), ndim=2), ndim=2)
+
+
+def test_maps_have_colour_legends_with_units(run):
+    from discvbr.mrml.legends import colour_legend
+
+    scene, logic, node, output, echoes, steps = run
+    for key, title in (("t1rho T", "T1rho (ms)"), ("t1rho T atlas", "T1rho (ms)"), ("t2 T", "T2 (ms)"), ("det jacobian", R.JACOBIAN_LEGEND)):
+        legend = colour_legend(output.nodes[key])
+        assert legend is not None and legend.GetTitleText() == title, key
+        assert legend.GetPrimaryDisplayNode().GetID() == output.nodes[key].GetDisplayNode().GetID()
+
+
+def test_job_in_a_child_process_adds_what_the_in_process_run_adds(session, run):
+    """The GUI's path: prepare in the scene, compute in a child process, add the results; a second run keeps the first."""
+    scene, logic, node, output, echoes, steps = run
+    first_t = output.nodes["t1rho T"]
+    job = logic.start(node)
+    assert job.running
+    fractions = []
+    assert job.wait(progress=lambda fraction, text: fractions.append((fraction, text)), timeout=600) == 0
+    assert any("registering L3L4" in text for _, text in fractions)
+    again = logic.finish(job, node)
+    assert not job.folder.exists()
+    np.testing.assert_array_equal(image_from_volume(again.nodes["t1rho T"]).array, image_from_volume(first_t).array)
+    a = image_from_volume(again.nodes["t1rho T atlas"]).array
+    b = image_from_volume(output.nodes["t1rho T atlas"]).array
+    both = np.isfinite(a) & np.isfinite(b)
+    assert both.sum() > 0.9 * np.isfinite(b).sum()
+    assert np.median(np.abs(a[both] - b[both])) < 1.0  # ms: the same registration, run in another process
+    # the first run's nodes are still there, and the parameter node points at the new ones
+    assert scene.GetNodeByID(first_t.GetID()) is first_t and again.nodes["t1rho T"] is not first_t
+    assert logic.output_node(node, "t1rho T") is again.nodes["t1rho T"]
+
+
+def test_job_cancel_ends_the_child_and_adds_nothing(session):
+    import time
+
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    before = _ids(scene)
+    job = logic.start(node)
+    deadline = time.monotonic() + 300
+    while job.running and "registering" not in job.text and time.monotonic() < deadline:
+        job.poll()
+        time.sleep(0.05)
+    assert job.running and "registering" in job.text
+    job.cancel()
+    assert job.process.returncode is not None and not job.folder.exists()
+    with pytest.raises(DiscVBRError, match="cancelled"):
+        logic.finish(job, node)
+    assert _ids(scene) == before
+
+
+def test_slicer_elastix_engine_is_refused_in_a_child_process(session):
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    node.SetParameter(R.ENGINE, "slicer-elastix")
+    with pytest.raises(DiscVBRError, match="runs inside Slicer"):
+        logic.start(node)

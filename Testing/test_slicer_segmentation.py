@@ -106,11 +106,22 @@ def test_segmentation_in_a_child_process_matches_the_library(session, tiny_model
     assert output.warnings == expected.warnings
     # progress lines arrived, in order, up to the end
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
-    # the parameter node points at the outputs; a second run refills them instead of adding nodes
+    # the parameter node points at the outputs; a second run goes into new nodes, so hand corrections
+    # of the first segmentation are never wiped without asking
     assert node.GetNodeReference(S.SEGMENTATION) is output.segmentation
-    count = scene.GetNumberOfNodes()
+    corrected = output.segmentation.GetSegmentation().GetSegment("L3L4")
+    corrected.SetName("L3L4 corrected")  # stands for an edit in the Segment Editor
     again = logic.run(node, timeout=300)
-    assert again.segmentation is output.segmentation and scene.GetNumberOfNodes() == count
+    assert again.segmentation is not output.segmentation and again.uncertainty is not output.uncertainty
+    assert scene.GetNodeByID(output.segmentation.GetID()) is output.segmentation
+    assert output.segmentation.GetSegmentation().GetSegment("L3L4").GetName() == "L3L4 corrected"
+    assert node.GetNodeReference(S.SEGMENTATION) is again.segmentation
+    assert again.segmentation.GetName() != output.segmentation.GetName()
+    # refilling the same nodes is a choice the user makes (the widget asks first)
+    node.SetParameter(S.REPLACE_OUTPUT, "true")
+    count = scene.GetNumberOfNodes()
+    third = logic.run(node, timeout=300)
+    assert third.segmentation is again.segmentation and scene.GetNumberOfNodes() == count
 
 
 def test_cancel_kills_the_process_and_adds_nothing(session, tiny_model):
@@ -188,3 +199,30 @@ def test_process_lines_are_parsed():
     assert (error.kind, error.text) == ("error", "image.nii: looks axial")
     assert parse_line("PROGRESS soon").kind == "log"
     assert parse_line("PROGRESS 0.5 x", stream="stderr").kind == "log"  # only stdout carries the protocol
+
+
+def test_review_list_recomputes_only_the_segments_that_changed(session, monkeypatch):
+    scene, logic, node, volume = _setup(session)
+    output = logic.import_labels(node, session.labels)
+    computed = []
+    original = S._segment_size_and_centre
+    monkeypatch.setattr(S, "_segment_size_and_centre", lambda seg, sid: computed.append(sid) or original(seg, sid))
+    first = logic.review(output.segmentation)
+    assert computed == []  # import_labels already filled the cache
+    assert logic.review(output.segmentation) == first and computed == []
+    # an edit of one disc: only its summary is computed again, and the list shows the edit
+    labels = np.asarray(session.labels.array).copy()
+    labels[labels == 2] = 0
+    from discvbr.mrml.segmentations import segment_labelmap
+    from discvbr.mrml.segmentations import _oriented
+
+    segment = output.segmentation.GetSegmentation().GetSegment("L4L5")
+    empty = _oriented(np.zeros(labels.shape, np.uint8), session.labels.affine)
+    import slicer
+
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        empty, output.segmentation, "L4L5", slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    assert segment_labelmap(output.segmentation, "L4L5") is None
+    review = {item.level: item for item in logic.review(output.segmentation)}
+    assert "L4L5" in computed and len(set(computed)) < len(DISC_LEVELS)
+    assert review["L4L5"].missing and not review["L3L4"].missing

@@ -76,6 +76,8 @@ DEFAULTS = {
     T2_MAX: "150",
     MIN_SNR: "2",
 }
+#: Colour-legend title of the Jacobian determinant maps (a ratio of volumes: no unit).
+JACOBIAN_LEGEND = "det J (no unit; <1 compression, >1 expansion)"
 #: Output reference prefix: ``Output.<key>`` points at each output node.
 OUTPUT_PREFIX = "Output."
 
@@ -747,6 +749,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         atlas, subject_discs, det, board, qc = result.atlas, result.subject_discs, result.det, result.board, result.qc
         registrations, ndim, failures, engine = result.registrations, request.ndim, result.failures, result.engine
         from discvbr.mrml.colours import colour_table_from_scale, shared_colour_table, show_volume_with_colours
+        from discvbr.mrml.legends import add_colour_legend
         from discvbr.mrml.scene import NodeTransaction, place_in_folder
         from discvbr.mrml.segmentations import segmentation_from_labels
         from discvbr.mrml.series import sequence_from_series
@@ -768,12 +771,14 @@ class DiscRelaxometryLogic(P.ModuleLogic):
                     volume = volume_from_image(scene, Image(np.asarray(values, np.float32), s.affine), name=f"{subject} {name} {key}", role=f"{kind} {key}")
                     if key == "T":
                         show_volume_with_colours(volume, colours, value_range)
+                        add_colour_legend(scene, volume, title=scale.title)
                     nodes[f"{kind} {key}"] = volume
                 atlas_t = volume_from_image(
                     scene, Image(np.asarray(atlas_fits[kind].T, np.float32), atlas.labels.affine),
                     name=f"{subject} {name} T atlas", role=f"{kind} T atlas",
                 )
                 show_volume_with_colours(atlas_t, colours, value_range)
+                add_colour_legend(scene, atlas_t, title=scale.title)
                 nodes[f"{kind} T atlas"] = atlas_t
                 sequence, browser = sequence_from_series(scene, warped[kind], name=f"{subject} {name} registered echoes")
                 nodes[f"{kind} registered echoes"] = sequence
@@ -788,6 +793,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
             jacobian_colours, _ = shared_colour_table(scene, jacobian_scale, role="jacobian colours", name="DiscVBR Jacobian colours")
             det_node = volume_from_image(scene, Image(np.asarray(det.array, np.float32), det.affine), name=f"{subject} Jacobian determinant", role="det jacobian")
             show_volume_with_colours(det_node, jacobian_colours, (0.0, 2.0))  # blue: compression, white: 1, red: expansion
+            add_colour_legend(scene, det_node, title=JACOBIAN_LEGEND)
             nodes["det jacobian"] = det_node
             nodes["qc table"] = table_from_dataframe(scene, qc, name=f"{subject} registration QC")
             for reg in registrations.values():

@@ -35,9 +35,12 @@ INPUT, SEGMENTATION, UNCERTAINTY = "InputVolume", "Segmentation", "Uncertainty"
 #: Settings of the parameter node.
 MODEL_SOURCE, MODEL_FOLDER = "ModelSource", "ModelFolder"
 DEVICE, THRESHOLD, MIN_SIZE = "Device", "Threshold", "MinimumSize"
+#: Setting: "true" refills the referenced segmentation (and uncertainty) node, wiping its hand
+#: corrections; the default "false" puts every run into new nodes, so corrections are never lost.
+REPLACE_OUTPUT = "ReplaceOutput"
 MODEL_SOURCES = ("shipped", "folder")
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULTS = {MODEL_SOURCE: "shipped", MODEL_FOLDER: "", DEVICE: "auto", THRESHOLD: "0.5", MIN_SIZE: "125"}
+DEFAULTS = {MODEL_SOURCE: "shipped", MODEL_FOLDER: "", DEVICE: "auto", THRESHOLD: "0.5", MIN_SIZE: "125", REPLACE_OUTPUT: "false"}
 #: Attribute of a segmentation node holding the segmentation report (JSON), saved with the scene.
 REPORT_ATTRIBUTE = "DiscVBR.SegmentationReport"
 
@@ -104,6 +107,8 @@ class DiscSegmentationLogic(P.ModuleLogic):
     def __init__(self, scene=None, *, python: str | None = None):
         super().__init__(scene)
         self.python = python
+        # (segmentation node id, segment id) -> (segment version, (voxels, centre)): see review()
+        self._review_cache: dict[tuple[str, str], tuple[tuple, tuple[int, tuple[float, float, float] | None]]] = {}
 
     # ------------------------------------------------------------------ settings
 
@@ -228,25 +233,29 @@ class DiscSegmentationLogic(P.ModuleLogic):
 
     def _store(self, node, labels: Image, *, uncertainty: Image | None, report: dict, name: str) -> SegmentationOutput:
         from discvbr.mrml.colours import shared_colour_table, show_volume_with_colours
+        from discvbr.mrml.legends import add_colour_legend
         from discvbr.mrml.scene import NodeTransaction
         from discvbr.mrml.segmentations import segmentation_from_labels
         from discvbr.mrml.volumes import volume_from_image
 
         volume = node.GetNodeReference(INPUT)
+        replace = P.flag(node, REPLACE_OUTPUT)
         with NodeTransaction(self.scene):
             segmentation = segmentation_from_labels(
-                self.scene, Image(np.asarray(labels.array, np.uint8), labels.affine), name=f"{name} discs",
-                node=node.GetNodeReference(SEGMENTATION), reference_volume=volume,
+                self.scene, Image(np.asarray(labels.array, np.uint8), labels.affine), name=self.scene.GenerateUniqueName(f"{name} discs"),
+                node=node.GetNodeReference(SEGMENTATION) if replace else None, reference_volume=volume,
             )
             segmentation.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report, default=_json_value))
             uncertainty_node = None
             if uncertainty is not None:
                 uncertainty_node = volume_from_image(
                     self.scene, Image(np.asarray(uncertainty.array, np.float32), uncertainty.affine),
-                    name=f"{name} disc uncertainty", node=node.GetNodeReference(UNCERTAINTY), role="disc uncertainty",
+                    name=self.scene.GenerateUniqueName(f"{name} disc uncertainty"),
+                    node=node.GetNodeReference(UNCERTAINTY) if replace else None, role="disc uncertainty",
                 )
                 colours, value_range = shared_colour_table(self.scene, uncertainty_scale(), role="uncertainty colours", name="DiscVBR uncertainty colours")
                 show_volume_with_colours(uncertainty_node, colours, value_range)
+                add_colour_legend(self.scene, uncertainty_node, title=uncertainty_scale().title)
             was = node.StartModify()
             node.SetNodeReferenceID(SEGMENTATION, segmentation.GetID())
             node.SetNodeReferenceID(UNCERTAINTY, uncertainty_node.GetID() if uncertainty_node is not None else None)
@@ -259,7 +268,9 @@ class DiscSegmentationLogic(P.ModuleLogic):
         """The discs of a segmentation, least certain first (missing discs lead).
 
         Sizes and centres are read from the segments as they are now, so the list follows
-        corrections; uncertainties come from the network's report.
+        corrections; uncertainties come from the network's report. A segment's size and
+        centre are computed again only when its voxels changed since the last call (the
+        list is rebuilt on every GUI update, a slider tick included).
         """
         from discvbr.mrml.segmentations import segment_level
 
@@ -271,13 +282,26 @@ class DiscSegmentationLogic(P.ModuleLogic):
             segment_id = seg.GetNthSegmentID(i)
             level = segment_level(seg.GetSegment(segment_id).GetName())
             if level is not None:
-                found[level] = _segment_size_and_centre(segmentation, segment_id)
+                found[level] = self._segment_summary(segmentation, segment_id)
         items = []
         for level in DISC_LEVELS:
             voxels, centre = found.get(level, (0, None))
             score = scores.get(level)
             items.append(ReviewItem(level, float("nan") if score is None else float(score), voxels, centre))
         return sorted(items, key=lambda item: (not item.missing, -(item.uncertainty if item.uncertainty == item.uncertainty else -1.0)))
+
+    def _segment_summary(self, segmentation, segment_id: str) -> tuple[int, tuple[float, float, float] | None]:
+        """Size and centre of one segment, from the logic's cache while the segment's voxels are unchanged."""
+        from discvbr.mrml.segmentations import segment_version
+
+        key = (segmentation.GetID(), segment_id)
+        version = segment_version(segmentation, segment_id)
+        cached = self._review_cache.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        summary = _segment_size_and_centre(segmentation, segment_id)
+        self._review_cache[key] = (version, summary)
+        return summary
 
     @staticmethod
     def jump_slices(scene, item: ReviewItem) -> None:
@@ -321,13 +345,13 @@ def uncertainty_scale():
 
 
 def _segment_size_and_centre(segmentation, segment_id: str) -> tuple[int, tuple[float, float, float] | None]:
-    from discvbr.mrml.arrays import array_from_image_data as _array_from_image_data, numpy_matrix as _numpy_matrix
+    from discvbr.mrml.arrays import array_from_image_data, numpy_matrix
     from discvbr.mrml.segmentations import segment_labelmap
 
     image = segment_labelmap(segmentation, segment_id)
     if image is None:
         return 0, None
-    mask = _array_from_image_data(image) > 0
+    mask = array_from_image_data(image) > 0
     count = int(mask.sum())
     if count == 0:
         return 0, None
@@ -337,7 +361,7 @@ def _segment_size_and_centre(segmentation, segment_id: str) -> tuple[int, tuple[
     image.GetImageToWorldMatrix(matrix)
     extent = image.GetExtent()
     index = np.argwhere(mask).mean(axis=0) + np.array([extent[0], extent[2], extent[4]], float)
-    centre = _numpy_matrix(matrix) @ np.append(index, 1.0)
+    centre = numpy_matrix(matrix) @ np.append(index, 1.0)
     return count, (float(centre[0]), float(centre[1]), float(centre[2]))
 
 

@@ -12,7 +12,7 @@ from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 from discvbr.mrml.arrays import array_from_image_data, describe_node, image_data, vtk_matrix
 from discvbr.mrml.scene import ROLE_ATTRIBUTE, slicer_module
 
-__all__ = ["segmentation_from_labels", "segment_level", "segment_labelmap", "labels_from_segmentation"]
+__all__ = ["segmentation_from_labels", "segment_level", "segment_labelmap", "segment_version", "labels_from_segmentation"]
 
 
 def _binary_name() -> str:
@@ -129,6 +129,20 @@ def segment_labelmap(node, segment_id: str):
     binary.SetImageToWorldMatrix(matrix)
     return binary
 
+
+
+def segment_version(node, segment_id: str) -> tuple:
+    """A value that changes whenever a segment's voxels (or its label value, or the node's geometry) change.
+
+    The modification times of the segment and of its binary labelmap (shared with other
+    segments in a Segment Editor layer, so painting one segment of a layer changes the
+    version of all of them: recomputing those is the safe side).
+    """
+    segment = node.GetSegmentation().GetSegment(segment_id)
+    if segment is None:
+        return (None,)
+    representation = segment.GetRepresentation(_binary_name())
+    return (segment.GetMTime(), segment.GetLabelValue(), representation.GetMTime() if representation is not None else None)
 
 
 def labels_from_segmentation(node, *, reference: Image, require: Sequence[str] = DISC_LEVELS, what: str | None = None) -> Image:
