@@ -263,7 +263,7 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
-            ensure_slicer_dependencies(log=self.addLog)
+            ensure_slicer_dependencies("DiscRelaxometry", log=self.addLog)
             output = self.logic.run(self._parameterNode, progress=self.onProgress, cancelled=lambda: self._cancelRequested)
         except R.Cancelled as exc:
             self.addLog(str(exc))
@@ -378,7 +378,7 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
         from discvbr.mrml.volumes import volume_from_image
         from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 
-        ensure_slicer_dependencies(log=logging.info)
+        ensure_slicer_dependencies("DiscRelaxometry", log=logging.info)
         config = PhantomConfig(n_subjects=1, matrix=128, seed=3)
         session = simulate_session(config, draw_subject(config, 0))
         echoes = [volume_from_image(slicer.mrmlScene, session.t1rho.echo(e), name=f"phantom T1rho {t:g} ms") for e, t in enumerate(session.t1rho.times)]

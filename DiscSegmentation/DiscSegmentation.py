@@ -185,7 +185,7 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
-            ensure_slicer_dependencies(log=self.addLog)
+            ensure_slicer_dependencies("DiscSegmentation", log=self.addLog)
             self.ui.statusLog.clear()
             self._job = self.logic.start(self._parameterNode)
         except DiscVBRError as exc:
@@ -286,7 +286,7 @@ class DiscSegmentationTest(ScriptedLoadableModuleTest):
         from discvbr.extension.dependencies import ensure_slicer_dependencies
         from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
 
-        ensure_slicer_dependencies(log=logging.info)
+        ensure_slicer_dependencies("DiscSegmentation", log=logging.info)
         config = PhantomConfig(n_subjects=1, matrix=128, seed=3)
         return simulate_session(config, draw_subject(config, 0))
 

@@ -219,7 +219,7 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
-            ensure_slicer_dependencies(log=self.addLog)
+            ensure_slicer_dependencies("DiscStatistics", log=self.addLog)
             node = self._parameterNode
             self._pipeline = self.logic.start_pipeline(node.GetParameter(T.MANIFEST), node.GetParameter(T.STUDY))
         except DiscVBRError as exc:
@@ -254,7 +254,7 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
-            ensure_slicer_dependencies(log=self.addLog)
+            ensure_slicer_dependencies("DiscStatistics", log=self.addLog)
             with slicer.util.WaitCursor():
                 folder = self.logic.run_analysis(self._parameterNode, progress=self.onProgress)
         except DiscVBRError as exc:
@@ -367,7 +367,7 @@ class DiscStatisticsTest(ScriptedLoadableModuleTest):
             StatisticsSettings,
         )
 
-        ensure_slicer_dependencies(log=logging.info)
+        ensure_slicer_dependencies("DiscStatistics", log=logging.info)
         self.delayDisplay("Running the pipeline on a 4-subject phantom cohort")
         out = Path(tempfile.mkdtemp(prefix="discvbr-selftest-"))
         manifest = write_cohort(out / "cohort", PhantomConfig(n_subjects=4, matrix=128, seed=5, followup_fraction=0.0), with_masks=True)

@@ -183,65 +183,125 @@ def test_unmet_requirements_reads_installed_versions():
     assert unmet_requirements(wanted, version_of=version_of) == ["itk-elastix==0.25.4", "nibabel>=5.0", "scipy<1.0"]
 
 
-def _fake_slicer(monkeypatch, *, with_pydeps: bool, confirm: bool = True) -> dict:
-    """Fake ``slicer`` and ``PyTorchUtils`` modules that record what DiscVBR asks them to install."""
+def _fake_slicer(monkeypatch, *, installer: str | None, confirm: bool = True, testing: bool = False, restart: bool = False) -> dict:
+    """Fake ``slicer`` and ``PyTorchUtils`` modules that record what DiscVBR asks them to do."""
     import types
 
-    calls: dict = {}
+    calls: dict = {"dialogs": []}
 
     def read_constraints(path) -> list[str]:
         return Path(path).read_text().split()
 
     def confirm_ok_cancel(*args) -> bool:
-        calls["asked"] = args
+        calls["dialogs"].append(args)
         return confirm
+
+    def confirm_yes_no(*args) -> bool:
+        calls["dialogs"].append(args)
+        return restart
 
     util = types.SimpleNamespace(
         confirmOkCancelDisplay=confirm_ok_cancel,
+        confirmYesNoDisplay=confirm_yes_no,
+        restart=lambda: calls.update(restarted=True),
         pip_install=lambda args: calls.update(pip_install=list(args), constraints=read_constraints(args[1])),
     )
     slicer = types.ModuleType("slicer")
     slicer.util = util
-    if with_pydeps:
-        slicer.pydeps = types.SimpleNamespace(
-            load_requirements=lambda path: ["from " + Path(path).name],
+    slicer.app = types.SimpleNamespace(testingEnabled=lambda: testing)
+    if installer is not None:
+        setattr(slicer, installer, types.SimpleNamespace(
             pip_ensure=lambda reqs, constraints, requester: calls.update(
-                pip_ensure=reqs, constraints=read_constraints(constraints), requester=requester),
-        )
+                pip_ensure=[str(r) for r in reqs], constraints=read_constraints(constraints), requester=requester, installer=installer),
+        ))
     torch_utils = types.ModuleType("PyTorchUtils")
-    torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(torchInstalled=lambda: True)
+    torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(torchInstalled=lambda: calls.setdefault("torch_checked", True))
     monkeypatch.setitem(sys.modules, "slicer", slicer)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
     return calls
 
 
-@pytest.mark.parametrize("with_pydeps", [True, False])
-def test_installs_in_slicer_never_replace_what_slicer_ships(monkeypatch, with_pydeps):
+@pytest.mark.parametrize("installer", ["packaging", "pydeps", None])
+def test_installs_in_slicer_never_replace_what_slicer_ships(monkeypatch, installer):
     import importlib.metadata
 
     from discvbr.extension import dependencies
 
-    calls = _fake_slicer(monkeypatch, with_pydeps=with_pydeps)
+    calls = _fake_slicer(monkeypatch, installer=installer)
     state = {"missing": ["nibabel>=5.0"]}
     monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: state["missing"])
     monkeypatch.setattr(dependencies, "_install", _after(dependencies._install, lambda: state.update(missing=[])))
-    dependencies.ensure_slicer_dependencies(log=lambda line: None)
+    dependencies.ensure_slicer_dependencies("DiscRelaxometry", log=lambda line: None)
     pinned = {f"{name}=={importlib.metadata.version(name)}" for name in ("numpy", "vtk", "torch")}
     assert pinned <= set(calls["constraints"])  # the versions installed here, pinned
-    if with_pydeps:
-        assert calls["pip_ensure"] == ["from slicer-requirements.txt"] and calls["requester"] == "DiscVBR"
+    assert "nibabel>=5.0" in calls["dialogs"][0][0]  # asked first
+    if installer is not None:
+        assert calls["pip_ensure"] == ["nibabel>=5.0"] and calls["requester"] == "DiscVBR" and calls["installer"] == installer
     else:
         assert calls["pip_install"][0] == "-c" and calls["pip_install"][2:] == ["nibabel>=5.0"]
+    assert "torch_checked" not in calls  # only DiscSegmentation asks for torch
 
 
 def test_declining_the_install_names_what_is_missing(monkeypatch):
     from discvbr.extension import dependencies
 
-    calls = _fake_slicer(monkeypatch, with_pydeps=False, confirm=False)
+    calls = _fake_slicer(monkeypatch, installer=None, confirm=False)
     monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: ["nibabel>=5.0"])
-    with pytest.raises(DiscVBRError, match="cannot run without: nibabel>=5.0"):
-        dependencies.ensure_slicer_dependencies(log=lambda line: None)
-    assert "nibabel>=5.0" in calls["asked"][0] and "pip_install" not in calls
+    with pytest.raises(DiscVBRError, match="DiscStatistics cannot run without: nibabel>=5.0"):
+        dependencies.ensure_slicer_dependencies("DiscStatistics", log=lambda line: None)
+    assert "nibabel>=5.0" in calls["dialogs"][0][0] and "pip_install" not in calls
+
+
+def test_self_tests_never_install_or_open_dialogs(monkeypatch):
+    from discvbr.extension import dependencies
+
+    calls = _fake_slicer(monkeypatch, installer="pydeps", testing=True)
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: ["itk-elastix==0.25.4"])
+    with pytest.raises(DiscVBRError, match="self-tests never install packages"):
+        dependencies.ensure_slicer_dependencies("DiscRelaxometry", log=lambda line: None)
+    assert calls["dialogs"] == [] and "pip_ensure" not in calls
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_upgrading_an_imported_package_offers_a_restart(monkeypatch, restart):
+    from discvbr.extension import dependencies
+
+    calls = _fake_slicer(monkeypatch, installer=None, restart=restart)
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: ["scipy>=99"])  # scipy is installed and imported
+    with pytest.raises(DiscVBRError, match="restart 3D Slicer to use the upgraded scipy"):
+        dependencies.ensure_slicer_dependencies("DiscStatistics", log=lambda line: None)
+    assert "scipy" in calls["dialogs"][1][0] and calls.get("restarted", False) == restart
+
+
+def test_each_module_asks_only_for_what_it_needs():
+    from discvbr.extension.dependencies import MODULE_PACKAGES, TORCH_MODULES, module_requirements, read_requirements
+
+    everything = {re.split(r"[<>=!~ ]", r)[0] for r in read_requirements()}
+    for module in MODULE_PACKAGES:
+        names = {re.split(r"[<>=!~ ]", r)[0] for r in module_requirements(module)}
+        assert names <= everything
+    assert "itk-elastix" not in {re.split(r"[<>=!~ ]", r)[0] for r in module_requirements("DiscSegmentation")}
+    assert "safetensors" not in {re.split(r"[<>=!~ ]", r)[0] for r in module_requirements("DiscRelaxometry")}
+    assert TORCH_MODULES == ("DiscSegmentation",)
+    with pytest.raises(DiscVBRError, match="unknown module"):
+        module_requirements("DiscNothing")
+
+
+def test_imported_upgrades_are_those_already_loaded():
+    from importlib.metadata import PackageNotFoundError
+
+    from discvbr.extension.dependencies import imported_upgrades
+
+    installed = {"scipy": "1.0", "scikit-image": "0.20"}
+
+    def version_of(name):
+        if name not in installed:
+            raise PackageNotFoundError(name)
+        return installed[name]
+
+    missing = ["scipy>=1.10", "scikit-image>=0.21", "nibabel>=5.0"]
+    assert imported_upgrades(missing, version_of=version_of, modules={"scipy": 1}) == ["scipy"]
+    assert imported_upgrades(missing, version_of=version_of, modules={"skimage": 1, "scipy": 1}) == ["scipy", "scikit-image"]
 
 
 def _after(function, then):
