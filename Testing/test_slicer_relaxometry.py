@@ -417,3 +417,39 @@ def test_slicer_elastix_engine_is_refused_in_a_child_process(session):
     node.SetParameter(R.ENGINE, "slicer-elastix")
     with pytest.raises(DiscVBRError, match="runs inside Slicer"):
         logic.start(node)
+
+
+def test_echo_table_pairs_volumes_with_times_and_reorders(session):
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    times = list(session.t1rho.times)
+    rows = logic.echo_rows(node, "t1rho")
+    assert [r.name for r in rows] == [e.GetName() for e in echoes] and [r.time for r in rows] == times
+    # swapped volumes with the times typed in the original order: the signal rises with time
+    logic.move_echo(node, "t1rho", 0, +1)
+    assert [r.name for r in logic.echo_rows(node, "t1rho")][:2] == [echoes[1].GetName(), echoes[0].GetName()]
+    with pytest.raises(DiscVBRError, match=r"brighter than the one at .* reorder them in the echo table"):
+        logic.series_inputs(node)
+    logic.move_echo(node, "t1rho", 1, -1)  # moved back: accepted, and the fit equals the correct order's
+    assert logic.series_inputs(node)["t1rho"].times.tolist() == times
+    with pytest.raises(DiscVBRError, match="cannot move echo 1 of 4 by -1"):
+        logic.move_echo(node, "t1rho", 0, -1)
+
+
+def test_times_recorded_on_the_volumes_are_used_and_contradictions_refused(session):
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    for echo, time in zip(echoes, session.t1rho.times):
+        echo.SetAttribute(R.ECHO_TIME_ATTRIBUTE, f"{time:g}")
+    node.SetParameter(R.times_parameter("t1rho"), "")
+    assert logic.disabled_reason(node) is None  # no typing needed: the volumes carry their times
+    np.testing.assert_array_equal(logic.series_inputs(node)["t1rho"].times, session.t1rho.times)
+    # a volume moved away from its time: refused, naming the volume and both times
+    node.SetParameter(R.times_parameter("t1rho"), ";".join(f"{t:g}" for t in session.t1rho.times))
+    logic.move_echo(node, "t1rho", 0, +1)
+    with pytest.raises(DiscVBRError, match=f"{echoes[1].GetName()} was acquired at {session.t1rho.times[1]:g} ms but is paired with {session.t1rho.times[0]:g} ms"):
+        logic.series_inputs(node)
+    logic.move_echo(node, "t1rho", 0, +1)
+    logic.series_inputs(node)
+    logic.set_echo_time(node, "t1rho", 3, session.t1rho.times[3] + 10)
+    assert logic.echo_rows(node, "t1rho")[3].time == session.t1rho.times[3] + 10
+    with pytest.raises(DiscVBRError, match="was acquired at"):
+        logic.series_inputs(node)

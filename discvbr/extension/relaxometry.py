@@ -39,6 +39,10 @@ __all__ = [
     "DEFAULTS",
     "KINDS",
     "Cancelled",
+    "EchoRow",
+    "ECHO_TIME_ATTRIBUTE",
+    "check_echo_times",
+    "check_signal_decays",
     "DecayCurve",
     "RelaxometryOutput",
     "RelaxometryRequest",
@@ -361,6 +365,87 @@ def run_relaxometry_request(request_file: str | os.PathLike, *, progress: Callab
     return path
 
 
+#: Volume attribute holding an echo's (or spin-lock) time in ms: set by the SampleData case and by
+#: loaders that know it; the echo table shows it and a typed time that contradicts it is refused.
+ECHO_TIME_ATTRIBUTE = "DiscVBR.EchoTime"
+#: Largest relative rise of the mean signal from one echo to a later one still taken as noise.
+DECAY_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class EchoRow:
+    """One row of the echo table: a volume and the time it is paired with.
+
+    Attributes
+    ----------
+    volume_id : str
+    name : str
+    time : float or None
+        The typed time at this row's position, else the volume's :data:`ECHO_TIME_ATTRIBUTE`,
+        else None.
+    recorded : float or None
+        The volume's own :data:`ECHO_TIME_ATTRIBUTE` (None when it has none).
+    """
+
+    volume_id: str
+    name: str
+    time: float | None
+    recorded: float | None
+
+
+def recorded_echo_time(volume) -> float | None:
+    """A volume's echo time from its :data:`ECHO_TIME_ATTRIBUTE` (ms), or None."""
+    raw = volume.GetAttribute(ECHO_TIME_ATTRIBUTE)
+    try:
+        return float(raw) if raw not in (None, "") else None
+    except ValueError:
+        raise DiscVBRError(f"{volume.GetName()}: attribute {ECHO_TIME_ATTRIBUTE} = {raw!r} is not a time in ms") from None
+
+
+def check_echo_times(rows, times: np.ndarray, *, kind: str) -> None:
+    """Refuse typed times that contradict the times the volumes carry (naming the volume).
+
+    Raises
+    ------
+    DiscVBRError
+        A volume recorded at one time paired with another.
+    """
+    for row, time in zip(rows, times):
+        if row.recorded is not None and abs(row.recorded - float(time)) > 1e-3 * max(1.0, abs(row.recorded)):
+            raise DiscVBRError(
+                f"{KINDS[kind]}: {row.name} was acquired at {row.recorded:g} ms but is paired with {float(time):g} ms; "
+                "reorder the echoes (or fix the times) in the echo table"
+            )
+
+
+def check_signal_decays(series: EchoSeries, names, *, tolerance: float = DECAY_TOLERANCE) -> None:
+    """Refuse an echo/time pairing under which the signal grows with time (a wrong echo order).
+
+    The mean signal over the brightest tenth of the earliest echo's voxels must not rise by
+    more than ``tolerance`` (relative) from an earlier time to a later one: T1rho and T2
+    decays only fall, so a rise means two echoes are paired with each other's times.
+
+    Raises
+    ------
+    DiscVBRError
+        Naming the two echoes and their times.
+    """
+    data = np.asarray(series.data, dtype=float)
+    order = np.argsort(series.times, kind="stable")
+    first = data[..., order[0]]
+    finite = np.isfinite(first)
+    if not finite.any():
+        return
+    bright = finite & (first >= np.quantile(first[finite], 0.9))
+    means = np.array([np.nanmean(data[..., e][bright]) for e in range(data.shape[-1])])
+    for a, b in zip(order[:-1], order[1:]):
+        if means[b] > means[a] * (1.0 + tolerance):
+            raise DiscVBRError(
+                f"{KINDS[series.kind]}: the echo at {series.times[b]:g} ms ({names[b]}) is brighter than the one at "
+                f"{series.times[a]:g} ms ({names[a]}): the echoes are not paired with their times; reorder them in the echo table"
+            )
+
+
 class DiscRelaxometryLogic(P.ModuleLogic):
     """Registration and relaxometry on scene nodes (the DiscRelaxometry module's logic).
 
@@ -406,6 +491,52 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         node.SetParameter(times_parameter(kind), times)
         node.EndModify(was)
 
+    def echo_rows(self, node, kind: str) -> list[EchoRow]:
+        """The echo table of a series: each selected volume in order with the time it is paired with."""
+        role = echo_role(kind)
+        typed = [v for v in P.text(node, times_parameter(kind)).replace(",", ";").split(";") if v.strip()]
+        rows = []
+        for i in range(node.GetNumberOfNodeReferences(role)):
+            volume = node.GetNthNodeReference(role, i)
+            if volume is None:
+                continue
+            recorded = recorded_echo_time(volume)
+            time = recorded
+            if i < len(typed):
+                try:
+                    time = float(typed[i])
+                except ValueError:
+                    time = None
+            rows.append(EchoRow(volume.GetID(), volume.GetName(), time, recorded))
+        return rows
+
+    def move_echo(self, node, kind: str, index: int, step: int) -> None:
+        """Move one echo volume up (``step=-1``) or down (``+1``) in the table; the times stay in their rows.
+
+        The times stay where they are because the table pairs a position's time with whatever
+        volume is moved there: that is how a wrong pairing is corrected.
+        """
+        role = echo_role(kind)
+        ids = [node.GetNthNodeReferenceID(role, i) for i in range(node.GetNumberOfNodeReferences(role))]
+        target = index + step
+        if not (0 <= index < len(ids) and 0 <= target < len(ids)):
+            raise DiscVBRError(f"{KINDS[kind]}: cannot move echo {index + 1} of {len(ids)} by {step}")
+        ids[index], ids[target] = ids[target], ids[index]
+        was = node.StartModify()
+        node.RemoveNodeReferenceIDs(role)
+        for node_id in ids:
+            node.AddNodeReferenceID(role, node_id)
+        node.EndModify(was)
+
+    def set_echo_time(self, node, kind: str, index: int, time: float) -> None:
+        """Pair the echo in row ``index`` with ``time`` ms (the other rows keep theirs)."""
+        rows = self.echo_rows(node, kind)
+        if not 0 <= index < len(rows):
+            raise DiscVBRError(f"{KINDS[kind]}: there is no echo {index + 1} (the series has {len(rows)})")
+        times = ["" if row.time is None else f"{row.time:g}" for row in rows]
+        times[index] = f"{float(time):g}"
+        node.SetParameter(times_parameter(kind), ";".join(times))
+
     def set_series_node(self, node, kind: str, series_node, times: str = "") -> None:
         """Select a series as a sequence or multi-volume node (times from it unless given)."""
         was = node.StartModify()
@@ -435,7 +566,12 @@ class DiscRelaxometryLogic(P.ModuleLogic):
             if echoes and series_node is not None:
                 raise DiscVBRError(f"{name}: select either echo volumes or one series node, not both")
             if echoes:
+                rows = self.echo_rows(node, kind)
+                if times is None and all(row.time is not None for row in rows):
+                    times = ";".join(f"{row.time:g}" for row in rows)  # every volume carries its time
                 series = series_from_volumes(echoes, times, kind=kind)
+                check_echo_times(rows, series.times, kind=kind)
+                check_signal_decays(series, [row.name for row in rows])
             elif series_node is not None:
                 series = series_from_node(series_node, times=times, kind=kind)
             else:
@@ -525,7 +661,7 @@ class DiscRelaxometryLogic(P.ModuleLogic):
                 return f"{name}: select either echo volumes or one series node, not both"
             if count == 1:
                 return f"{name}: select at least two echo volumes"
-            if count and not P.text(node, times_parameter(kind)):
+            if count and not P.text(node, times_parameter(kind)) and any(r.recorded is None for r in self.echo_rows(node, kind)):
                 return f"{name}: type the {'spin-lock' if kind == 't1rho' else 'echo'} times in ms, one per echo (e.g. 0;10;40;80)"
         if node.GetNodeReference(SEGMENTATION) is None:
             return "Select the disc segmentation"
