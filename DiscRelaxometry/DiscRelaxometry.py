@@ -31,6 +31,7 @@ from DiscVBRLib.compat import require_supported_python
 
 require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
 
+from DiscVBRLib.sampledata import register_sample_data
 from DiscVBRLib.widget import ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import relaxometry as R
@@ -48,6 +49,8 @@ MAP_CHOICES = {
 class DiscRelaxometry(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
+        # the phantom samples (simulated, offline) appear in Sample Data once Slicer has started
+        slicer.app.connect("startupCompleted()", register_sample_data)
         self.parent.title = "Disc Relaxometry"
         self.parent.categories = ["Quantification"]
         self.parent.dependencies = []
