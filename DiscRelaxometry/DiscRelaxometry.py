@@ -32,7 +32,7 @@ from DiscVBRLib.compat import require_supported_python
 require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
 
 from DiscVBRLib.sampledata import register_sample_data
-from DiscVBRLib.widget import ParameterNodeWidgetMixin
+from DiscVBRLib.widget import BackgroundJobWidgetMixin, ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import relaxometry as R
 from discvbr.extension.relaxometry import DiscRelaxometryLogic
@@ -68,7 +68,7 @@ Method: Iriondo C, Pedoia V, Majumdar S, et al. Magn Reson Med 2020;84:1376-1390
 """
 
 
-class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
+class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMixin, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -87,6 +87,9 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiscRelaxometryLogic()
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(200)
+        self._jobTimer.timeout.connect(self.onJobTimer)
         for name in self.logic.atlas_choices():
             self.ui.atlasCombo.addItem(name)
         for key, label in MAP_CHOICES.items():
@@ -123,6 +126,7 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
         self.onPresetFolderChanged()
 
     def cleanup(self):
+        BackgroundJobWidgetMixin.cleanup(self)
         self.onDecayCurveToggled(False)
         self.removeObservers()
 
@@ -161,8 +165,10 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
             qc = self.logic.output_node(node, "qc table")
             self.ui.qcTableView.setMRMLTableNode(qc)
             for button in (self.ui.showRegisteredButton, self.ui.showCheckerboardButton, self.ui.showJacobianButton, self.ui.showMapButton):
-                button.enabled = qc is not None and not self._running
+                button.enabled = qc is not None and not self._running and not self.jobRunning
             self.updateApplyButton()
+            if self.jobRunning:
+                self.setInputsEnabled(False)
         finally:
             self._updatingGUIFromParameterNode = False
 
@@ -198,6 +204,11 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
         )
 
     def updateApplyButton(self):
+        if self.jobRunning:
+            self.ui.applyButton.text = "Cancel"
+            self.ui.applyButton.enabled = True
+            self.ui.applyButton.toolTip = "Stop the registration and fit; nothing is added to the scene"
+            return
         if self._running:
             self.ui.applyButton.text = "Cancelling..." if self._cancelRequested else "Cancel"
             self.ui.applyButton.enabled = not self._cancelRequested
@@ -251,7 +262,24 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
 
     # ---------------------------------------------------------------- run
 
+    def setInputsEnabled(self, enabled):
+        for widget in (self.ui.t1rhoEchoSelector, self.ui.t2EchoSelector, self.ui.t1rhoSeriesSelector, self.ui.t2SeriesSelector,
+                       self.ui.t1rhoTimesEdit, self.ui.t2TimesEdit, self.ui.segmentationSelector, self.ui.atlasCombo,
+                       self.ui.atlasFolderEdit, self.ui.engineCombo, self.ui.fitMethodCombo, self.ui.gridSpacingSpin,
+                       self.ui.iterationsSpin, self.ui.rigiditySpin, self.ui.t1rhoMaxSpin, self.ui.t2MaxSpin, self.ui.minSnrSpin,
+                       self.ui.presetFolderEdit, self.ui.presetTextEdit):
+            widget.enabled = enabled
+        self.ui.progressBar.visible = not enabled
+
+    def showJobProgress(self, fraction, text):
+        self.ui.progressBar.value = int(100 * fraction)
+        if text:
+            self.ui.statusLog.appendPlainText(text)
+
     def onApplyButton(self):
+        if self.jobRunning:
+            self.cancelJob()
+            return
         if self._running:
             self._cancelRequested = True
             if self.logic._elastix_logic is not None:
@@ -259,14 +287,40 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMix
             self.updateApplyButton()
             return
         self.ui.statusLog.clear()
+        try:
+            from discvbr.extension.dependencies import ensure_slicer_dependencies
+
+            ensure_slicer_dependencies("DiscRelaxometry", log=self.addLog)
+            if self._parameterNode.GetParameter(R.ENGINE) != "slicer-elastix":
+                self.startJob(self.logic.start(self._parameterNode), self.onJobFinished)
+                return
+        except DiscVBRError as exc:
+            self.addLog(f"error: {exc}")
+            slicer.util.errorDisplay(str(exc), windowTitle="Disc Relaxometry")
+            return
+        self.runInSlicer()
+
+    def onJobFinished(self, job):
+        if self._parameterNode is None:  # the scene went away meanwhile
+            job.close()
+            return
+        try:
+            with slicer.util.WaitCursor():
+                output = self.logic.finish(job, self._parameterNode)
+        except DiscVBRError as exc:
+            self.addLog(f"error: {exc}")
+            slicer.util.errorDisplay(str(exc), windowTitle="Disc Relaxometry")
+            return
+        self.addLog(self.logic.summary(output))
+        self.onShowMap()
+
+    def runInSlicer(self):
+        """The SlicerElastix engine needs the running Slicer: the run stays in this process, with Cancel between steps."""
         self._running, self._cancelRequested = True, False
         self.ui.progressBar.value = 0
         self.ui.progressBar.visible = True
         self.updateGUIFromParameterNode()
         try:
-            from discvbr.extension.dependencies import ensure_slicer_dependencies
-
-            ensure_slicer_dependencies("DiscRelaxometry", log=self.addLog)
             output = self.logic.run(self._parameterNode, progress=self.onProgress, cancelled=lambda: self._cancelRequested)
         except R.Cancelled as exc:
             self.addLog(str(exc))

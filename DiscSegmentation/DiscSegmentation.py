@@ -30,7 +30,7 @@ from DiscVBRLib.compat import require_supported_python
 require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
 
 from DiscVBRLib.sampledata import register_sample_data
-from DiscVBRLib.widget import ParameterNodeWidgetMixin
+from DiscVBRLib.widget import BackgroundJobWidgetMixin, ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import segmentation as S
 from discvbr.extension.segmentation import DiscSegmentationLogic
@@ -60,14 +60,13 @@ quantitative MRI analysis: an automatic voxel-based relaxometry approach. Magn R
 """
 
 
-class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
+class DiscSegmentationWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMixin, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
         self._updatingGUIFromParameterNode = False
-        self._job = None
         self._review = []
 
     def setup(self):
@@ -77,9 +76,9 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiscSegmentationLogic()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(100)
-        self._timer.timeout.connect(self.onTimer)
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(100)
+        self._jobTimer.timeout.connect(self.onJobTimer)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -100,8 +99,7 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
         self.initializeParameterNode()
 
     def cleanup(self):
-        if self._job is not None:
-            self._job.cancel()
+        BackgroundJobWidgetMixin.cleanup(self)
         self.removeObservers()
 
     def initializeParameterNode(self):
@@ -132,9 +130,9 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
             self.ui.thresholdSlider.value = float(node.GetParameter(S.THRESHOLD) or 0.5)
             self.ui.minSizeSpin.value = int(float(node.GetParameter(S.MIN_SIZE) or 125))
             segmentation = node.GetNodeReference(S.SEGMENTATION)
-            self.ui.segmentEditorButton.enabled = segmentation is not None and self._job is None
-            self.ui.saveMasksButton.enabled = segmentation is not None and self._job is None
-            self.ui.importLabelsButton.enabled = self.ui.labelMapSelector.currentNode() is not None and self._job is None
+            self.ui.segmentEditorButton.enabled = segmentation is not None and not self.jobRunning
+            self.ui.saveMasksButton.enabled = segmentation is not None and not self.jobRunning
+            self.ui.importLabelsButton.enabled = self.ui.labelMapSelector.currentNode() is not None and not self.jobRunning
             self.updateApplyButton()
             self.updateReviewList()
         finally:
@@ -154,11 +152,10 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
         node.SetParameter(S.DEVICE, self.ui.deviceCombo.currentText)
         node.SetParameter(S.THRESHOLD, f"{self.ui.thresholdSlider.value:g}")
         node.SetParameter(S.MIN_SIZE, str(self.ui.minSizeSpin.value))
-        node.EndModify(was)
-        self.updateGUIFromParameterNode()
+        node.EndModify(was)  # the node's Modified event updates the GUI (once)
 
     def updateApplyButton(self):
-        if self._job is not None:
+        if self.jobRunning:
             self.ui.applyButton.text = "Cancel"
             self.ui.applyButton.toolTip = "Stop the segmentation; nothing is added to the scene"
             self.ui.applyButton.enabled = True
@@ -180,53 +177,46 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMi
 
     # ---------------------------------------------------------------- actions
 
+    def setInputsEnabled(self, enabled):
+        for widget in (self.ui.inputSelector, self.ui.modelCombo, self.ui.modelPathEdit, self.ui.deviceCombo,
+                       self.ui.thresholdSlider, self.ui.minSizeSpin, self.ui.segmentationSelector, self.ui.uncertaintySelector,
+                       self.ui.labelMapSelector):
+            widget.enabled = enabled
+        self.ui.progressBar.visible = not enabled
+
+    def showJobProgress(self, fraction, text):
+        self.ui.progressBar.value = int(100 * fraction)
+        if text:
+            self.addLog(text)
+
     def onApplyButton(self):
-        if self._job is not None:
-            self._job.cancel()
-            self._finishJob(cancelled=True)
+        if self.jobRunning:
+            self.cancelJob()
             return
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
             ensure_slicer_dependencies("DiscSegmentation", log=self.addLog)
             self.ui.statusLog.clear()
-            self._job = self.logic.start(self._parameterNode)
+            job = self.logic.start(self._parameterNode)
         except DiscVBRError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Segmentation")
             return
-        self.addLog(f"segmenting {self._job.input_name} in a separate process")
-        self.ui.progressBar.value = 0
-        self.ui.progressBar.visible = True
-        self._timer.start()
-        self.updateGUIFromParameterNode()
+        self.startJob(job, self.onJobFinished)
 
-    def onTimer(self):
-        job = self._job
-        if job is None:
+    def onJobFinished(self, job):
+        if self._parameterNode is None:  # the scene went away meanwhile
+            job.close()
             return
-        for event in job.poll():
-            if event.kind == "progress":
-                self.ui.progressBar.value = int(100 * job.fraction)
-            if event.text:
-                self.addLog(event.text if event.kind != "warning" else f"warning: {event.text}")
-        if not job.running:
-            self._finishJob(cancelled=False)
-
-    def _finishJob(self, cancelled):
-        job, self._job = self._job, None
-        self._timer.stop()
-        self.ui.progressBar.visible = False
-        if cancelled:
-            self.addLog("cancelled; nothing was added to the scene")
-        else:
-            try:
-                output = self.logic.finish(job, self._parameterNode)
-            except DiscVBRError as exc:
-                self.addLog(f"error: {exc}")
-                slicer.util.errorDisplay(str(exc), windowTitle="Disc Segmentation")
-            else:
-                self.addLog(f"done: review first {', '.join(item.level for item in output.review[:2])}")
-                slicer.util.setSliceViewerLayers(background=self._parameterNode.GetNodeReference(S.INPUT), fit=True)
+        try:
+            output = self.logic.finish(job, self._parameterNode)
+        except DiscVBRError as exc:
+            self.addLog(f"error: {exc}")
+            slicer.util.errorDisplay(str(exc), windowTitle="Disc Segmentation")
+            return
+        self.addLog(f"done: {output.segmentation.GetName()} (earlier segmentations are kept); review first "
+                    f"{', '.join(item.level for item in output.review[:2])}")
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.GetNodeReference(S.INPUT), fit=True)
         self.updateGUIFromParameterNode()
 
     def onReviewRowChanged(self, row):

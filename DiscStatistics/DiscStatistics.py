@@ -30,7 +30,7 @@ from DiscVBRLib.compat import require_supported_python
 require_supported_python()  # one clear message on a Slicer whose Python is too old, before discvbr is parsed
 
 from DiscVBRLib.sampledata import register_sample_data
-from DiscVBRLib.widget import ParameterNodeWidgetMixin
+from DiscVBRLib.widget import BackgroundJobWidgetMixin, ParameterNodeWidgetMixin
 from discvbr.errors import DiscVBRError
 from discvbr.extension import statistics as T
 from discvbr.extension.statistics import DiscStatisticsLogic
@@ -59,15 +59,14 @@ Method: Iriondo C, Pedoia V, Majumdar S, et al. Magn Reson Med 2020;84:1376-1390
 """
 
 
-class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixin, VTKObservationMixin):
+class DiscStatisticsWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMixin, ParameterNodeWidgetMixin, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
         self._updatingGUIFromParameterNode = False
-        self._pipeline = None
-        self._output = None
+        self._jobKind = None  # "pipeline" or "analysis" while a job runs
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -76,9 +75,9 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiscStatisticsLogic()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(200)
-        self._timer.timeout.connect(self.onPipelineTimer)
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(200)
+        self._jobTimer.timeout.connect(self.onJobTimer)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -105,13 +104,12 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
         self.initializeParameterNode()
 
     def cleanup(self):
-        if self._pipeline is not None:
-            self._pipeline.cancel()
+        BackgroundJobWidgetMixin.cleanup(self)
         self.removeObservers()
 
-    def onSceneStartClose(self, caller, event):
-        self._output = None
-        ParameterNodeWidgetMixin.onSceneStartClose(self, caller, event)
+    def currentOutput(self):
+        """The loaded results, from the parameter node's references (so they survive saving and reloading the scene)."""
+        return self.logic.current_output(self._parameterNode) if self._parameterNode is not None else None
 
     # ---------------------------------------------------------------- parameter node <-> GUI
 
@@ -148,6 +146,8 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
             self.ui.baselineEdit.enabled = self.ui.followupEdit.enabled = kind == "time"
             self.updateAnalysisList()
             self.updateButtons()
+            if self.jobRunning:  # the per-kind enabling above must not unlock inputs of a running job
+                self.setInputsEnabled(False)
         finally:
             self._updatingGUIFromParameterNode = False
 
@@ -188,102 +188,120 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
             self.ui.analysisCombo.setCurrentText(current)
 
     def updateButtons(self):
-        busy = self._pipeline is not None
-        if busy:
+        busy = self.jobRunning
+        manifest, study = self._parameterNode.GetParameter(T.MANIFEST), self._parameterNode.GetParameter(T.STUDY)
+        if busy and self._jobKind == "pipeline":
             self.ui.runPipelineButton.text = "Cancel the pipeline run"
             self.ui.runPipelineButton.enabled = True
         else:
             self.ui.runPipelineButton.text = "Run the pipeline on the manifest into the study folder"
-            manifest, study = self._parameterNode.GetParameter(T.MANIFEST), self._parameterNode.GetParameter(T.STUDY)
-            self.ui.runPipelineButton.enabled = bool(manifest and study)
+            self.ui.runPipelineButton.enabled = bool(manifest and study) and not busy
             self.ui.runPipelineButton.toolTip = "" if manifest and study else "Choose a manifest and the folder to write the study to"
-        reason = self.logic.disabled_reason(self._parameterNode)
-        self.ui.applyButton.enabled = reason is None and not busy
-        self.ui.applyButton.toolTip = "The pipeline is running" if busy else (reason or "Run the analysis on the study")
+        if busy and self._jobKind == "analysis":
+            self.ui.applyButton.text = "Cancel"
+            self.ui.applyButton.enabled = True
+            self.ui.applyButton.toolTip = "Stop the analysis; nothing is added to the scene"
+        else:
+            reason = self.logic.disabled_reason(self._parameterNode)
+            self.ui.applyButton.text = "Apply"
+            self.ui.applyButton.enabled = reason is None and not busy
+            self.ui.applyButton.toolTip = "A job is running" if busy else (reason or "Run the analysis on the study (in a separate process)")
         self.ui.loadButton.enabled = self.ui.analysisCombo.count > 0 and not busy
-        loaded = self._output is not None
+        loaded = self.currentOutput() is not None and not busy
         for button in (self.ui.exportTablesButton, self.ui.exportFigureButton, self.ui.capture3DButton):
             button.enabled = loaded
+
+    def setInputsEnabled(self, enabled):
+        for widget in (self.ui.studyPathEdit, self.ui.manifestPathEdit, self.ui.analysisNameEdit, self.ui.variableEdit,
+                       self.ui.covariatesEdit, self.ui.cutEdit, self.ui.baselineEdit, self.ui.followupEdit,
+                       self.ui.analysisKindCombo, self.ui.mapCombo, self.ui.secondMapCombo, self.ui.methodCombo,
+                       self.ui.correctionCombo, self.ui.welchCheckBox, self.ui.tfceCheckBox, self.ui.permutationsSpin,
+                       self.ui.seedSpin, self.ui.alphaSpin, self.ui.analysisCombo, self.ui.showMapCombo):
+            widget.enabled = enabled
+        self.ui.progressBar.visible = not enabled
+        if enabled:
+            self._jobKind = None
+
+    def showJobProgress(self, fraction, text):
+        self.ui.progressBar.value = int(100 * fraction)
+        if text:
+            self.addLog(text)
 
     def addLog(self, text):
         self.ui.statusLog.appendPlainText(text)
         slicer.app.processEvents()
 
-    # ---------------------------------------------------------------- pipeline on a manifest
+    # ---------------------------------------------------------------- jobs: pipeline on a manifest, analysis
 
     def onRunPipeline(self):
-        if self._pipeline is not None:
-            self._pipeline.cancel()
-            self.addLog("pipeline run cancelled; completed steps are kept and resume on the next run")
-            self._pipeline = None
-            self._timer.stop()
-            self.updateButtons()
+        if self.jobRunning:
+            self.cancelJob("pipeline run cancelled; completed steps are kept and resume on the next run")
             return
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
             ensure_slicer_dependencies("DiscStatistics", log=self.addLog)
             node = self._parameterNode
-            self._pipeline = self.logic.start_pipeline(node.GetParameter(T.MANIFEST), node.GetParameter(T.STUDY))
+            job = self.logic.start_pipeline(node.GetParameter(T.MANIFEST), node.GetParameter(T.STUDY))
         except DiscVBRError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
             return
-        self.addLog("running discvbr run in a separate process")
-        self._timer.start()
-        self.updateButtons()
+        self._jobKind = "pipeline"
+        self.startJob(job, self.onPipelineFinished)
 
-    def onPipelineTimer(self):
-        process = self._pipeline
-        if process is None:
-            return
-        for event in process.poll():
-            if event.text:
-                self.addLog(event.text)
-        if not process.running:
-            self._timer.stop()
-            self._pipeline = None
-            if process.returncode == 0:
-                self.addLog("pipeline finished")
-            else:
-                message = process.error or f"discvbr run stopped with status {process.returncode}"
-                slicer.util.errorDisplay(message, windowTitle="Disc Statistics")
-            self.updateGUIFromParameterNode()
-
-    # ---------------------------------------------------------------- analysis and results
+    def onPipelineFinished(self, job):
+        code = job.process.wait()
+        job.close()
+        if code == 0:
+            self.addLog("pipeline finished")
+        else:
+            slicer.util.errorDisplay(job.process.error or f"discvbr run stopped with status {code}", windowTitle="Disc Statistics")
+        self.updateGUIFromParameterNode()
 
     def onApplyButton(self):
+        if self.jobRunning:
+            self.cancelJob("analysis cancelled")
+            return
         self.ui.statusLog.clear()
-        self.ui.progressBar.visible = True
         try:
             from discvbr.extension.dependencies import ensure_slicer_dependencies
 
             ensure_slicer_dependencies("DiscStatistics", log=self.addLog)
-            with slicer.util.WaitCursor():
-                folder = self.logic.run_analysis(self._parameterNode, progress=self.onProgress)
+            job = self.logic.start_analysis(self._parameterNode)
         except DiscVBRError as exc:
             self.addLog(f"error: {exc}")
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
             return
-        finally:
-            self.ui.progressBar.visible = False
-        self.addLog(f"results in {folder}")
-        self.updateGUIFromParameterNode()
-        self.ui.analysisCombo.setCurrentText(self._parameterNode.GetParameter(T.NAME))
-        self.onLoadResults()
+        self._jobKind = "analysis"
+        self.startJob(job, self.onAnalysisFinished)
 
-    def onProgress(self, fraction, text):
-        self.ui.progressBar.value = int(100 * fraction)
-        self.addLog(text)
+    def onAnalysisFinished(self, job):
+        if self._parameterNode is None:  # the scene went away meanwhile
+            job.close()
+            return
+        try:
+            with slicer.util.WaitCursor():
+                output = self.logic.finish_analysis(job, self._parameterNode)
+        except DiscVBRError as exc:
+            self.addLog(f"error: {exc}")
+            slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
+            return
+        self.addLog(f"results in {output.folder}")
+        self.updateGUIFromParameterNode()
+        self.ui.analysisCombo.setCurrentText(output.name)
+        self.showOutput(output)
 
     def onLoadResults(self):
         name = self.ui.analysisCombo.currentText
         try:
             with slicer.util.WaitCursor():
-                self._output = self.logic.load_results(self._parameterNode, name=name)
+                output = self.logic.load_results(self._parameterNode, name=name)
         except DiscVBRError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
             return
-        output = self._output
+        self.showOutput(output)
+
+    def showOutput(self, output):
         self.ui.showMapCombo.clear()
         for stem in sorted(output.volumes):
             if T.map_kind(stem) is not None:
@@ -295,46 +313,49 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, ParameterNodeWidgetMixi
         if output.shown:
             slicer.util.setSliceViewerLayers(background=output.volumes[output.shown], fit=True)
         slicer.util.resetThreeDViews()
-        self.addLog(f"loaded {name}: {len(output.volumes)} maps, {len(output.tables)} tables; on the spine: {output.shown}")
+        self.addLog(f"loaded {output.name}: {len(output.volumes)} maps, {len(output.tables)} tables; on the spine: {output.shown}")
         self.updateButtons()
 
     def onShowMapChosen(self, index):
-        if self._output is None:
+        output = self.currentOutput()
+        if output is None:
             return
         stem = self.ui.showMapCombo.currentText
         try:
-            self.logic.show_map_on_mesh(self._parameterNode, self._output, stem)
+            self.logic.show_map_on_mesh(self._parameterNode, output, stem)
         except DiscVBRError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
             return
-        slicer.util.setSliceViewerLayers(background=self._output.volumes[stem])
+        slicer.util.setSliceViewerLayers(background=output.volumes[stem])
 
     def onTableChosen(self, index):
-        if self._output is None:
+        output = self.currentOutput()
+        if output is None:
             return
-        table = self._output.tables.get(self.ui.tableCombo.currentText)
+        table = output.tables.get(self.ui.tableCombo.currentText)
         self.ui.resultsTableView.setMRMLTableNode(table)
 
     def onExportTables(self):
         folder = qt.QFileDialog.getExistingDirectory(None, "Export the tables as CSV into")
         if folder:
-            written = self.logic.export_tables(self._output, folder)
+            written = self.logic.export_tables(self.currentOutput(), folder)
             self.addLog("wrote " + ", ".join(os.path.basename(p) for p in written))
 
     def onExportFigure(self):
-        path = qt.QFileDialog.getSaveFileName(None, "Export the figure", f"{self._output.name}_{self._output.shown}.png", "PNG (*.png)")
+        output = self.currentOutput()
+        path = qt.QFileDialog.getSaveFileName(None, "Export the figure", f"{output.name}_{output.shown}.png", "PNG (*.png)")
         if not path:
             return
         try:
             with slicer.util.WaitCursor():
-                self.logic.export_figure(self._parameterNode, self._output, path)
+                self.logic.export_figure(self._parameterNode, output, path)
         except DiscVBRError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle="Disc Statistics")
             return
         self.addLog(f"wrote {path}")
 
     def onCapture3D(self):
-        path = qt.QFileDialog.getSaveFileName(None, "Save the 3D view", f"{self._output.name}_3d.png", "PNG (*.png)")
+        path = qt.QFileDialog.getSaveFileName(None, "Save the 3D view", f"{self.currentOutput().name}_3d.png", "PNG (*.png)")
         if not path:
             return
         import ScreenCapture

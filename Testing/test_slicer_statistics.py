@@ -136,9 +136,10 @@ def test_pipeline_on_a_manifest_runs_in_a_child_process(study, tmp_path):
     scene, logic, node = _logic(folder)
     with pytest.raises(DiscVBRError, match="manifest not found"):
         logic.start_pipeline(tmp_path / "none.csv", tmp_path / "out")
-    process = logic.start_pipeline(manifest, tmp_path / "out", config=tmp_path / "missing.toml")
-    assert process.wait(timeout=120) == 2
-    assert "missing.toml" in process.error  # the command's one-line message
+    job = logic.start_pipeline(manifest, tmp_path / "out", config=tmp_path / "missing.toml")
+    assert job.wait(timeout=120) == 2
+    assert "missing.toml" in job.process.error  # the command's one-line message
+    job.close()
 
 
 def test_demo_scene_bundle(study, tmp_path):

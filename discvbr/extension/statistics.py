@@ -280,15 +280,23 @@ class DiscStatisticsLogic(P.ModuleLogic):
 
     # ------------------------------------------------------------------ running
 
-    def start_pipeline(self, manifest: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike | None = None) -> CommandProcess:
+    def start_pipeline(self, manifest: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike | None = None) -> Job:
         """Run ``discvbr run`` on a manifest in a separate process (cancellable); its folder becomes the study."""
+        import tempfile
+
         manifest = Path(manifest)
         if not manifest.is_file():
             raise DiscVBRError(f"manifest not found: {manifest}")
         args = ["run", manifest, "--out", out]
         if config:
             args += ["--config", config]
-        return CommandProcess(discvbr_command(*args, python=self.python))
+        workdir = tempfile.TemporaryDirectory(prefix="discvbr-run-")
+        try:
+            process = CommandProcess(discvbr_command(*args, python=self.python))
+        except BaseException:
+            workdir.cleanup()
+            raise
+        return Job(process, workdir, f"pipeline run of {manifest.name}")
 
     def analysis_request(self, node) -> dict:
         """The configured analysis as a JSON-able request (what the child process runs).
