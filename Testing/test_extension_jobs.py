@@ -7,9 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import pytest
 
 from discvbr.extension import jobs
 from discvbr.extension.process import TERMINATE_GRACE_S, CommandProcess, Job, parse_line

@@ -19,10 +19,8 @@ def vtk_matrix(array: np.ndarray):
     return matrix
 
 
-
 def numpy_matrix(matrix) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
-
 
 
 def image_data(array: np.ndarray):
@@ -43,7 +41,6 @@ def image_data(array: np.ndarray):
     return image
 
 
-
 def array_from_image_data(image) -> np.ndarray:
     """The voxels of vtkImageData as (i, j, k[, component]) (a copy)."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
@@ -57,7 +54,6 @@ def array_from_image_data(image) -> np.ndarray:
     values = values.reshape(dims[2], dims[1], dims[0], components)
     values = np.moveaxis(values, (0, 1, 2), (2, 1, 0))
     return np.array(values[..., 0] if components == 1 else values)
-
 
 
 def world_matrix(node, what: str) -> np.ndarray:
@@ -75,7 +71,6 @@ def world_matrix(node, what: str) -> np.ndarray:
     matrix = vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(matrix)
     return numpy_matrix(matrix)
-
 
 
 def describe_node(node) -> str:

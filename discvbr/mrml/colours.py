@@ -14,10 +14,8 @@ __all__ = ["disc_colour_table", "colour_table_from_scale", "shared_colour_table"
 _LOG_TABLE_RESOLUTION = 1.0 / 65536
 
 
-
 #: Voxels with values outside this range are not drawn (NaN, the "no value" marker, fails both tests).
 _DRAWN_RANGE = (-1e30, 1e30)
-
 
 
 def disc_colour_table(scene):
@@ -30,7 +28,6 @@ def disc_colour_table(scene):
         for label, level in enumerate(DISC_LEVELS, start=1):
             node.SetColor(label, level, *DISC_COLOURS[level], 1.0)
     return node
-
 
 
 def colour_table_from_scale(scene, scale, *, name: str, node=None):
@@ -76,14 +73,12 @@ def colour_table_from_scale(scene, scale, *, name: str, node=None):
     return node, (lo, hi)
 
 
-
 def shared_colour_table(scene, scale, *, role: str, name: str):
     """The scene's colour table for a fixed scale (one per ``role``: created once, refilled after)."""
     node, _ = tagged_node(scene, "vtkMRMLColorTableNode", role, name)
     node, value_range = colour_table_from_scale(scene, scale, name=name, node=node)
     node.SetAttribute(ROLE_ATTRIBUTE, role)
     return node, value_range
-
 
 
 def show_volume_with_colours(volume, colour_node, value_range: tuple[float, float]) -> None:

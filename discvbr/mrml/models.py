@@ -69,7 +69,6 @@ def model_from_polydata(
     return model
 
 
-
 @dataclass
 class SpineModels:
     """Model nodes of a :class:`~discvbr.render.SpineScene` in the scene."""
@@ -83,7 +82,6 @@ class SpineModels:
     def maps(self) -> list:
         """The model nodes coloured by the map's values."""
         return [m for m in self.models if m.GetAttribute(ROLE_ATTRIBUTE) == "map"]
-
 
 
 def models_from_spine_scene(scene, spine_scene, *, name: str) -> SpineModels:

@@ -17,7 +17,6 @@ __all__ = ["ROLE_ATTRIBUTE", "slicer_module", "new_scene", "save_scene", "load_s
 ROLE_ATTRIBUTE = "DiscVBR.Role"
 
 
-
 def slicer_module():
     try:
         import slicer
@@ -26,7 +25,6 @@ def slicer_module():
             "the MRML glue needs 3D Slicer or the slicer-core package (pip install slicer-core)"
         ) from None
     return slicer
-
 
 
 def new_scene():
@@ -54,7 +52,6 @@ def new_scene():
     return scene
 
 
-
 def _with_cache(scene, folder: Path) -> None:
     slicer = slicer_module()
     cache = slicer.vtkCacheManager()
@@ -64,7 +61,6 @@ def _with_cache(scene, folder: Path) -> None:
     scene.SetDataIOManager(io)
     scene.SetCacheManager(cache)
     scene.discvbr_io = (io, cache)
-
 
 
 def save_scene(scene, path: str | os.PathLike) -> Path:
@@ -94,7 +90,6 @@ def save_scene(scene, path: str | os.PathLike) -> Path:
     return path
 
 
-
 def load_scene(path: str | os.PathLike, *, cache: str | os.PathLike | None = None):
     """Read a ``.mrb`` bundle into a new headless scene (for scripts and tests).
 
@@ -115,7 +110,6 @@ def load_scene(path: str | os.PathLike, *, cache: str | os.PathLike | None = Non
     if not scene.ReadFromMRB(str(path)):
         raise DiscVBRError(f"{path}: not a readable scene bundle")
     return scene
-
 
 
 class NodeTransaction:
@@ -148,14 +142,12 @@ class NodeTransaction:
                 self.scene.RemoveNode(node)
 
 
-
 class TemporaryNodes(NodeTransaction):
     """Remove every node added to a scene inside a ``with`` block when it ends, whatever happens."""
 
     def __exit__(self, kind, value, traceback) -> bool:
         self._remove_added()
         return False
-
 
 
 def tagged_node(scene, cls: str, role: str, name: str):
@@ -166,7 +158,6 @@ def tagged_node(scene, cls: str, role: str, name: str):
     node = scene.AddNewNodeByClass(cls, name)
     node.SetAttribute(ROLE_ATTRIBUTE, role)
     return node, True
-
 
 
 def place_in_folder(scene, nodes: Sequence, *, folder: str) -> int:
@@ -181,7 +172,6 @@ def place_in_folder(scene, nodes: Sequence, *, folder: str) -> int:
         else:
             hierarchy.CreateItem(folder_item, node)
     return folder_item
-
 
 
 def iter_nodes(scene, cls: str) -> Iterator:

@@ -19,7 +19,6 @@ def _binary_name() -> str:
     return slicer_module().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
 
-
 def _oriented(mask: np.ndarray, affine: np.ndarray):
     slicer = slicer_module()
     plain = image_data(np.asarray(mask, dtype=np.uint8))
@@ -27,7 +26,6 @@ def _oriented(mask: np.ndarray, affine: np.ndarray):
     image.ShallowCopy(plain)
     image.SetImageToWorldMatrix(vtk_matrix(affine))
     return image
-
 
 
 def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, reference_volume=None, role: str = "disc segmentation"):
@@ -91,7 +89,6 @@ def segmentation_from_labels(scene, labels: Image, *, name: str, node=None, refe
     return node
 
 
-
 def segment_level(name: str) -> str | None:
     """The disc level a segment name denotes (``"L4-L5"``, ``"l4l5"``, ``"L4/L5 disc"`` -> ``"L4L5"``), or None."""
     compact = "".join(ch for ch in name.upper() if ch.isalnum())
@@ -100,7 +97,6 @@ def segment_level(name: str) -> str | None:
         if compact == level:
             return level
     return None
-
 
 
 def segment_labelmap(node, segment_id: str):
@@ -128,7 +124,6 @@ def segment_labelmap(node, segment_id: str):
     image.GetImageToWorldMatrix(matrix)
     binary.SetImageToWorldMatrix(matrix)
     return binary
-
 
 
 def segment_version(node, segment_id: str) -> tuple:

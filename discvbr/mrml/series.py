@@ -29,7 +29,6 @@ def _times_for(times, count: int, *, kind: str, source: str) -> np.ndarray:
     return values
 
 
-
 def series_from_volumes(nodes: Sequence, times, *, kind: str = "t1rho") -> EchoSeries:
     """An echo series from one volume node per echo (in echo order).
 
@@ -66,14 +65,12 @@ def series_from_volumes(nodes: Sequence, times, *, kind: str = "t1rho") -> EchoS
     return EchoSeries(data, values, first.affine, kind)
 
 
-
 def _index_times(values: Sequence[str]) -> np.ndarray | None:
     """Numeric index values as times, or None when one is not a number."""
     try:
         return np.array([float(v) for v in values])
     except ValueError:
         return None
-
 
 
 def series_from_sequence(node, *, times=None, kind: str = "t1rho") -> EchoSeries:
@@ -114,7 +111,6 @@ def series_from_sequence(node, *, times=None, kind: str = "t1rho") -> EchoSeries
     return EchoSeries(data, values, images[0].affine, kind)
 
 
-
 def series_from_multivolume(node, *, times=None, kind: str = "t1rho") -> EchoSeries:
     """An echo series from a multi-component volume (a MultiVolume or vector volume node).
 
@@ -133,7 +129,6 @@ def series_from_multivolume(node, *, times=None, kind: str = "t1rho") -> EchoSer
     return EchoSeries(np.asarray(image.array, dtype=np.float32), values, image.affine, kind)
 
 
-
 def series_from_node(node, *, times=None, kind: str = "t1rho") -> EchoSeries:
     """An echo series from a sequence node or a multi-component volume node."""
     if node is None:
@@ -143,7 +138,6 @@ def series_from_node(node, *, times=None, kind: str = "t1rho") -> EchoSeries:
     if node.IsA("vtkMRMLVolumeNode"):
         return series_from_multivolume(node, times=times, kind=kind)
     raise DiscVBRError(f"{kind} series: {describe_node(node)} is neither a sequence nor a multi-volume")
-
 
 
 def sequence_from_series(scene, series: EchoSeries, *, name: str, browse: bool = True):
@@ -185,7 +179,6 @@ def sequence_from_series(scene, series: EchoSeries, *, name: str, browse: bool =
         if logic is not None:
             logic.UpdateProxyNodesFromSequences(browser)
     return sequence, browser
-
 
 
 def _sequences_logic(scene):

@@ -38,7 +38,6 @@ def table_from_dataframe(scene, table, *, name: str, node=None):
     return node
 
 
-
 def dataframe_from_table(node):
     """A table node's columns as a pandas DataFrame (numbers as float, text as str)."""
     import pandas as pd

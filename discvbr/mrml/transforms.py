@@ -14,12 +14,10 @@ __all__ = ["transform_from_points", "points_from_transform", "det_jacobian_from_
 _RAS_LPS = np.array([-1.0, -1.0, 1.0])
 
 
-
 def _grid_positions_ras(grid: Image) -> np.ndarray:
     shape = grid.shape[:3]
     index = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
     return index @ grid.affine[:3, :3].T + grid.affine[:3, 3]
-
 
 
 def _frame_to_ras(points: np.ndarray, *, ndim: int, moving_affine: np.ndarray) -> np.ndarray:
@@ -34,11 +32,9 @@ def _frame_to_ras(points: np.ndarray, *, ndim: int, moving_affine: np.ndarray) -
     return (index @ np.asarray(moving_affine).T)[:, :3].reshape(*points.shape[:-1], 3)
 
 
-
 def _ras_to_frame(ras: np.ndarray, *, ndim: int) -> np.ndarray:
     lps = ras * _RAS_LPS
     return lps if ndim == 3 else lps[..., 1:]
-
 
 
 def transform_from_points(scene, points: np.ndarray, grid: Image, *, ndim: int, moving_affine: np.ndarray, name: str, node=None):
@@ -101,7 +97,6 @@ def transform_from_points(scene, points: np.ndarray, grid: Image, *, ndim: int, 
     return node
 
 
-
 def points_from_transform(node, grid: Image, *, ndim: int) -> np.ndarray:
     """Where a transform node's resampling transform sends every voxel of a grid.
 
@@ -134,7 +129,6 @@ def points_from_transform(node, grid: Image, *, ndim: int) -> np.ndarray:
     moved = vtk_to_numpy(target.GetData()).astype(float).reshape(positions.shape)
     frame = _ras_to_frame(moved, ndim=ndim)
     return frame[0] if ndim == 2 else frame
-
 
 
 def det_jacobian_from_points(points: np.ndarray, grid: Image, *, ndim: int) -> np.ndarray:

@@ -68,7 +68,6 @@ def volume_from_image(
     return node
 
 
-
 def image_from_volume(node, *, what: str | None = None) -> Image:
     """The voxels and world geometry of a volume node.
 
@@ -92,7 +91,6 @@ def image_from_volume(node, *, what: str | None = None) -> Image:
     node.GetIJKToRASMatrix(matrix)
     affine = world_matrix(node, label) @ numpy_matrix(matrix)
     return Image(array_from_image_data(image), affine)
-
 
 
 def grid_text(image: Image) -> str:
