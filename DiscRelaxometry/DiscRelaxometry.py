@@ -79,6 +79,7 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
         self._cancelRequested = False
         self._chart = None
         self._clickObservations = []
+        self._echoRows = []
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -115,6 +116,10 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
         self.ui.presetTextEdit.textChanged.connect(lambda: setattr(self.ui.savePresetButton, "enabled", True))
         self.ui.savePresetButton.clicked.connect(self.onSavePreset)
 
+        self.ui.echoTable.setHorizontalHeaderLabels(["Series", "Volume", "Time (ms)"])
+        self.ui.echoTable.cellChanged.connect(self.onEchoTimeEdited)
+        self.ui.echoUpButton.clicked.connect(lambda: self.onMoveEcho(-1))
+        self.ui.echoDownButton.clicked.connect(lambda: self.onMoveEcho(+1))
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.showRegisteredButton.clicked.connect(self.onShowRegistered)
         self.ui.showCheckerboardButton.clicked.connect(self.onShowCheckerboard)
@@ -162,6 +167,7 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
             self.ui.t1rhoMaxSpin.value = float(node.GetParameter(R.T1RHO_MAX))
             self.ui.t2MaxSpin.value = float(node.GetParameter(R.T2_MAX))
             self.ui.minSnrSpin.value = float(node.GetParameter(R.MIN_SNR))
+            self.updateEchoTable()
             qc = self.logic.output_node(node, "qc table")
             self.ui.qcTableView.setMRMLTableNode(qc)
             for button in (self.ui.showRegisteredButton, self.ui.showCheckerboardButton, self.ui.showJacobianButton, self.ui.showMapButton):
@@ -179,9 +185,7 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
             return
         was = node.StartModify()
         for kind, echoSelector, seriesSelector, timesEdit in self._seriesWidgets():
-            node.RemoveNodeReferenceIDs(R.echo_role(kind))
-            for volume in echoSelector.checkedNodes():
-                node.AddNodeReferenceID(R.echo_role(kind), volume.GetID())
+            self.logic.select_echo_volumes(node, kind, echoSelector.checkedNodes())  # keeps the echo table's order
             node.SetNodeReferenceID(R.series_role(kind), seriesSelector.currentNodeID)
             node.SetParameter(R.times_parameter(kind), timesEdit.text.strip())
         node.SetNodeReferenceID(R.SEGMENTATION, self.ui.segmentationSelector.currentNodeID)
@@ -196,6 +200,49 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
         node.SetParameter(R.T2_MAX, f"{self.ui.t2MaxSpin.value:g}")
         node.SetParameter(R.MIN_SNR, f"{self.ui.minSnrSpin.value:g}")
         node.EndModify(was)
+
+    def updateEchoTable(self):
+        """One row per echo volume with the time it is paired with (a recorded time is shown beside it)."""
+        node = self._parameterNode
+        table = self.ui.echoTable
+        table.blockSignals(True)
+        try:
+            self._echoRows = [(kind, index, row) for kind in R.KINDS for index, row in enumerate(self.logic.echo_rows(node, kind))]
+            table.setRowCount(len(self._echoRows))
+            for r, (kind, index, row) in enumerate(self._echoRows):
+                time = "" if row.time is None else f"{row.time:g}"
+                if row.recorded is not None and row.time is not None and abs(row.recorded - row.time) > 1e-6:
+                    time += f"  (recorded {row.recorded:g})"
+                for column, text in enumerate((R.KINDS[kind], row.name, time)):
+                    item = qt.QTableWidgetItem(text)
+                    if column < 2:
+                        item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
+                    table.setItem(r, column, item)
+            table.resizeColumnsToContents()
+        finally:
+            table.blockSignals(False)
+
+    def onMoveEcho(self, step):
+        row = self.ui.echoTable.currentRow()
+        if not 0 <= row < len(self._echoRows):
+            return
+        kind, index, _ = self._echoRows[row]
+        try:
+            self.logic.move_echo(self._parameterNode, kind, index, step)
+        except DiscVBRError:
+            return  # the first row cannot go up, the last not down
+        self.ui.echoTable.selectRow(row + step)
+
+    def onEchoTimeEdited(self, row, column):
+        if column != 2 or not 0 <= row < len(self._echoRows):
+            return
+        kind, index, _ = self._echoRows[row]
+        text = self.ui.echoTable.item(row, column).text().split("(")[0].strip()
+        try:
+            self.logic.set_echo_time(self._parameterNode, kind, index, float(text))
+        except (ValueError, DiscVBRError) as exc:
+            slicer.util.errorDisplay(f"{R.KINDS[kind]} echo {index + 1}: {text!r} is not a time in ms ({exc})", windowTitle="Disc Relaxometry")
+            self.updateEchoTable()
 
     def _seriesWidgets(self):
         return (
@@ -267,7 +314,8 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
                        self.ui.t1rhoTimesEdit, self.ui.t2TimesEdit, self.ui.segmentationSelector, self.ui.atlasCombo,
                        self.ui.atlasFolderEdit, self.ui.engineCombo, self.ui.fitMethodCombo, self.ui.gridSpacingSpin,
                        self.ui.iterationsSpin, self.ui.rigiditySpin, self.ui.t1rhoMaxSpin, self.ui.t2MaxSpin, self.ui.minSnrSpin,
-                       self.ui.presetFolderEdit, self.ui.presetTextEdit):
+                       self.ui.presetFolderEdit, self.ui.presetTextEdit, self.ui.echoTable, self.ui.echoUpButton,
+                       self.ui.echoDownButton):
             widget.enabled = enabled
         self.ui.progressBar.visible = not enabled
 

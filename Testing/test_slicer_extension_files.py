@@ -24,7 +24,7 @@ MODULES = ("DiscSegmentation", "DiscRelaxometry", "DiscStatistics")
 #: Qt, CTK and MRML widget classes a Slicer .ui may use without declaring them.
 QT_CLASSES = {
     "QWidget", "QLabel", "QPushButton", "QComboBox", "QLineEdit", "QSpinBox", "QDoubleSpinBox", "QCheckBox",
-    "QProgressBar", "QPlainTextEdit", "QListWidget", "QToolButton", "QTableView", "QGroupBox",
+    "QProgressBar", "QPlainTextEdit", "QListWidget", "QToolButton", "QTableView", "QTableWidget", "QGroupBox",
 }
 
 

@@ -453,3 +453,15 @@ def test_times_recorded_on_the_volumes_are_used_and_contradictions_refused(sessi
     assert logic.echo_rows(node, "t1rho")[3].time == session.t1rho.times[3] + 10
     with pytest.raises(DiscVBRError, match="was acquired at"):
         logic.series_inputs(node)
+
+
+def test_checking_another_volume_keeps_the_order_the_user_gave(session):
+    scene, logic, node, echoes, segmentation = _inputs(session)
+    logic.move_echo(node, "t1rho", 2, +1)  # the user swapped the last two rows
+    swapped = [r.volume_id for r in logic.echo_rows(node, "t1rho")]
+    logic.select_echo_volumes(node, "t1rho", echoes)  # the combo box reports its scene order
+    assert [r.volume_id for r in logic.echo_rows(node, "t1rho")] == swapped
+    logic.select_echo_volumes(node, "t1rho", echoes[1:])
+    assert [r.volume_id for r in logic.echo_rows(node, "t1rho")] == swapped[1:]
+    logic.select_echo_volumes(node, "t1rho", echoes)
+    assert [r.volume_id for r in logic.echo_rows(node, "t1rho")] == [*swapped[1:], echoes[0].GetID()]

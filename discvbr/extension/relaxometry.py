@@ -491,6 +491,24 @@ class DiscRelaxometryLogic(P.ModuleLogic):
         node.SetParameter(times_parameter(kind), times)
         node.EndModify(was)
 
+    def select_echo_volumes(self, node, kind: str, volumes) -> None:
+        """Select the checked echo volumes, keeping the order the user gave those already selected.
+
+        Volumes selected before stay in their rows (so a corrected pairing survives checking
+        another volume); newly checked volumes join at the end, unchecked ones leave.
+        """
+        role = echo_role(kind)
+        wanted = [v.GetID() for v in volumes if v is not None]
+        current = [node.GetNthNodeReferenceID(role, i) for i in range(node.GetNumberOfNodeReferences(role))]
+        ordered = [i for i in current if i in wanted] + [i for i in wanted if i not in current]
+        if ordered == current:
+            return
+        was = node.StartModify()
+        node.RemoveNodeReferenceIDs(role)
+        for node_id in ordered:
+            node.AddNodeReferenceID(role, node_id)
+        node.EndModify(was)
+
     def echo_rows(self, node, kind: str) -> list[EchoRow]:
         """The echo table of a series: each selected volume in order with the time it is paired with."""
         role = echo_role(kind)
