@@ -136,11 +136,12 @@ def machine() -> dict:
 
 
 def engines(have_torch: bool, have_cuda: bool) -> dict:
+    # backend named: "auto" is torch on CUDA where a GPU is present.
     configs = {
-        "numpy lm, all threads": {},
-        "numpy lm, 1 thread": {"n_threads": 1},
-        "numpy loglinear, all threads": {"method": "loglinear"},
-        "numpy lm float64, all threads": {"dtype": "float64"},
+        "numpy lm, all threads": {"backend": "numpy"},
+        "numpy lm, 1 thread": {"backend": "numpy", "n_threads": 1},
+        "numpy loglinear, all threads": {"backend": "numpy", "method": "loglinear"},
+        "numpy lm float64, all threads": {"backend": "numpy", "dtype": "float64"},
     }
     if have_torch:
         configs["torch lm, CPU"] = {"backend": "torch", "device": "cpu"}

@@ -7,7 +7,9 @@ of T and a status per voxel. Presets carry the paper's plausibility thresholds.
 ``fit_monoexp_tensor`` does the same on a torch tensor where it lives (a GPU), maps included.
 """
 
-from discvbr.fitting.core import METHODS, FitResult, FitStatus, fit_monoexp
+from discvbr.fitting.core import fit_monoexp
+from discvbr.fitting.options import METHODS
+from discvbr.fitting.status import FitResult, FitStatus
 from discvbr.fitting.noise import cramer_rao_sd, estimate_noise_sigma, rician_mean
 from discvbr.fitting.presets import PRESETS, FitPreset, get_preset
 from discvbr.fitting.torch_backend import DeviceFitResult, fit_monoexp_tensor

@@ -11,105 +11,21 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Callable, Iterator
 
 import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.fitting import kernel, numpy_backend
-from discvbr.fitting.presets import FitPreset, get_preset
-from discvbr.io import validate_times
+from discvbr.fitting.options import check_options, flat_sigma
+from discvbr.fitting.presets import FitPreset
+from discvbr.fitting.status import PENDING, FitResult, FitStatus, fitted_status
 
-__all__ = ["FitStatus", "FitResult", "fit_monoexp", "METHODS"]
-
-#: Fitting methods: name -> one-line description.
-METHODS: dict[str, str] = {
-    "lm": "Levenberg-Marquardt least squares of S0 exp(-t/T), started from the weighted log-linear fit",
-    "loglinear": "weighted log-linear least squares only (closed form; a fast preview, biased at low SNR)",
-    "rician": "Levenberg-Marquardt on the Rician expected magnitude of S0 exp(-t/T) (low SNR, sigma known)",
-}
+__all__ = ["fit_monoexp"]
 
 #: Voxels per mask scan: the mask is turned into voxel indices this many voxels at a time,
 #: so memory stays bounded for any volume.
 _MASK_SCAN = 1 << 20
-
-
-class FitStatus(IntEnum):
-    """Outcome of the fit in one voxel (stored as uint8 in :attr:`FitResult.status`)."""
-
-    #: Outside the mask: not fitted.
-    NOT_FITTED = 0
-    #: Fitted, converged, T within range: the only valid status.
-    CONVERGED = 1
-    #: NaN or infinite magnitude in at least one echo.
-    NONFINITE_INPUT = 2
-    #: Negative magnitude in at least one echo (magnitudes cannot be negative; often
-    #: interpolation ringing or a signed image).
-    NEGATIVE_INPUT = 3
-    #: Fewer than ``min_echoes`` echoes above the noise floor (zeros count as below it).
-    LOW_SIGNAL = 4
-    #: Converged, but T is outside ``(t_min, t_max)`` (or negative, or unrepresentably short).
-    T_OUT_OF_RANGE = 5
-    #: The Levenberg-Marquardt iterations did not converge within ``max_iter``.
-    NOT_CONVERGED = 6
-
-    @property
-    def description(self) -> str:
-        return _STATUS_TEXT[self]
-
-
-_STATUS_TEXT = {
-    FitStatus.NOT_FITTED: "not fitted (outside the mask)",
-    FitStatus.CONVERGED: "converged, T in range",
-    FitStatus.NONFINITE_INPUT: "NaN or infinite input",
-    FitStatus.NEGATIVE_INPUT: "negative magnitude",
-    FitStatus.LOW_SIGNAL: "too few echoes above noise",
-    FitStatus.T_OUT_OF_RANGE: "T out of range",
-    FitStatus.NOT_CONVERGED: "did not converge",
-}
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """Maps from :func:`fit_monoexp`, each of the signal's spatial shape ``(...)``.
-
-    Attributes
-    ----------
-    T : ndarray
-        Relaxation time (ms): T1rho for spin-lock times, T2 for echo times. NaN where not valid.
-    S0 : ndarray
-        Signal extrapolated to t = 0 (signal units). NaN where not valid.
-    r2 : ndarray
-        Coefficient of determination of the fit, ``1 - RSS / sum (y - mean y)^2``. NaN where
-        not valid.
-    T_sd : ndarray
-        Standard error of T (ms): ``sigma_hat^2 T^4 A / (S0^2 (A C - B^2))`` from the
-        Jacobian at the optimum with ``sigma_hat^2 = RSS / (E - 2)`` (METHODS.md section 3).
-        NaN where not valid, and everywhere with only 2 echoes (no residual degrees of freedom).
-    status : ndarray of uint8
-        :class:`FitStatus` code per voxel.
-    params : dict
-        The options the fit ran with (method, backend, device, thresholds...), for provenance.
-    """
-
-    T: np.ndarray
-    S0: np.ndarray
-    r2: np.ndarray
-    T_sd: np.ndarray
-    status: np.ndarray
-    params: dict = field(default_factory=dict)
-
-    @property
-    def valid(self) -> np.ndarray:
-        """Boolean map: fitted, converged and T in range."""
-        return self.status == FitStatus.CONVERGED
-
-    def status_counts(self) -> dict[str, int]:
-        """Number of voxels per status, by status name (every status listed)."""
-        counts = np.bincount(self.status.reshape(-1), minlength=len(FitStatus))
-        return {status.name: int(counts[status]) for status in FitStatus}
 
 
 def fit_monoexp(
@@ -225,7 +141,7 @@ def fit_monoexp(
     work_dtype, xtol, t_min, t_max = options.dtype, options.xtol, options.t_min, options.t_max
 
     mask_flat = _flat_mask(mask, spatial)
-    sigma_flat = _flat_sigma(noise_sigma, spatial, mask_flat)
+    sigma_flat = flat_sigma(noise_sigma, spatial, mask_flat)
 
     backend_name, device_name = _resolve_backend(backend, device)
     axis = kernel.TimeAxis.from_times(times, work_dtype)
@@ -262,7 +178,7 @@ def fit_monoexp(
             sigma_flat if np.ndim(sigma_flat) == 0 else sigma_flat[selection]
         )
         block_status = _screen(y, floor, int(min_echoes))
-        todo = block_status == _PENDING
+        todo = block_status == PENDING
         if not todo.all():
             y = np.ascontiguousarray(y[:, todo])
         sigma = None
@@ -297,108 +213,9 @@ def fit_monoexp(
     )
 
 
-#: Internal status of a screened voxel that still has to be fitted.
-_PENDING = 255
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """Checked options of a fit (see :func:`fit_monoexp` for their meaning)."""
-
-    times: np.ndarray
-    method: str
-    preset: FitPreset | None
-    t_min: float
-    t_max: float
-    min_snr: float
-    min_echoes: int
-    dtype: np.dtype
-    xtol: float
-    max_iter: int
-
-    def as_params(self, *, backend: str, device: str, noise_sigma) -> dict:
-        """The provenance record stored with the maps."""
-        return {
-            "method": self.method,
-            "backend": backend,
-            "device": device,
-            "dtype": self.dtype.name,
-            "times_ms": self.times.tolist(),
-            "preset": self.preset.name if self.preset else None,
-            "t_min_ms": self.t_min,
-            "t_max_ms": self.t_max,
-            "noise_sigma": noise_sigma,
-            "min_snr": self.min_snr,
-            "min_echoes": self.min_echoes,
-            "xtol": self.xtol,
-            "max_iter": self.max_iter,
-        }
-
-
-def check_options(
-    times, signal_shape: tuple[int, ...], *, method, preset, t_min, t_max, noise_sigma, min_snr, min_echoes, dtype,
-    xtol, max_iter,
-) -> FitOptions:
-    """Validate the times, the signal's shape and the options shared by every fitting entry point.
-
-    Raises
-    ------
-    DiscVBRError
-        Naming the option that is out of range or unknown.
-    """
-    times = validate_times(times, what="times")
-    n_echoes = times.size
-    if len(signal_shape) < 1 or signal_shape[-1] != n_echoes:
-        raise DiscVBRError(
-            f"signal of shape {tuple(signal_shape)} does not match the {n_echoes} times given: "
-            "echoes must be on the last axis, one per time"
-        )
-    if method not in METHODS:
-        raise DiscVBRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    preset_obj = get_preset(preset) if preset is not None else None
-    t_min = float(t_min if t_min is not None else (preset_obj.t_min if preset_obj else 0.0))
-    t_max = float(t_max if t_max is not None else (preset_obj.t_max if preset_obj else np.inf))
-    if not (t_min >= 0 and t_max > t_min):
-        raise DiscVBRError(f"T range must satisfy 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max} ms")
-    if not 2 <= int(min_echoes) <= n_echoes:
-        raise DiscVBRError(f"min_echoes must be between 2 and the number of echoes ({n_echoes}), got {min_echoes}")
-    if not (np.isfinite(min_snr) and min_snr >= 0):
-        raise DiscVBRError(f"min_snr must be a non-negative number, got {min_snr}")
-    if int(max_iter) < 1:
-        raise DiscVBRError(f"max_iter must be at least 1, got {max_iter}")
-    try:
-        work_dtype = np.dtype(dtype)
-    except TypeError:
-        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-    if work_dtype not in kernel.DEFAULT_XTOL:
-        raise DiscVBRError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    xtol = kernel.DEFAULT_XTOL[work_dtype] if xtol is None else float(xtol)
-    if not 0 < xtol < 1:
-        raise DiscVBRError(f"xtol must be in (0, 1), got {xtol}")
-    if method == "rician" and noise_sigma is None:
-        raise DiscVBRError(
-            "method 'rician' needs noise_sigma (the Gaussian noise SD per channel); estimate it from a "
-            "background region with discvbr.fitting.estimate_noise_sigma"
-        )
-    return FitOptions(times, method, preset_obj, t_min, t_max, float(min_snr), int(min_echoes), work_dtype, xtol, int(max_iter))
-
-
-def fitted_status(xp, res: dict, t_min: float, t_max: float):
-    """Status of fitted voxels from a kernel result: converged and in range, out of range, or not converged.
-
-    ``xp`` is numpy or torch; returns an integer array of :class:`FitStatus` codes.
-    """
-    in_range = ~res["at_limit"] & (res["T"] > t_min) & (res["T"] < t_max)
-    return xp.where(
-        res["converged"],
-        xp.where(in_range, int(FitStatus.CONVERGED), int(FitStatus.T_OUT_OF_RANGE)),
-        int(FitStatus.NOT_CONVERGED),
-    )
-
-
 def _screen(y: np.ndarray, floor, min_echoes: int) -> np.ndarray:
-    """Status per voxel of a block ``(E, n)`` before fitting (``_PENDING`` = fit it)."""
-    status = np.full(y.shape[1], _PENDING, dtype=np.uint8)
+    """Status per voxel of a block ``(E, n)`` before fitting (``PENDING`` = fit it)."""
+    status = np.full(y.shape[1], PENDING, dtype=np.uint8)
     # min/max over echoes propagate NaN and carry +-inf: two passes instead of one per test.
     lowest = y.min(axis=0)
     highest = y.max(axis=0)
@@ -426,23 +243,6 @@ def _flat_mask(mask, spatial: tuple[int, ...]) -> np.ndarray | None:
     if np.issubdtype(mask.dtype, np.floating):
         return ((mask != 0) & ~np.isnan(mask)).reshape(-1)
     return (mask != 0).reshape(-1)
-
-
-def _flat_sigma(noise_sigma, spatial: tuple[int, ...], mask_flat: np.ndarray | None):
-    if noise_sigma is None:
-        return None
-    sigma = np.asarray(noise_sigma, dtype=np.float64)
-    if sigma.ndim == 0:
-        if not (np.isfinite(sigma) and sigma > 0):
-            raise DiscVBRError(f"noise_sigma must be a positive number, got {noise_sigma}")
-        return float(sigma)
-    if sigma.shape != spatial:
-        raise DiscVBRError(f"noise_sigma map of shape {sigma.shape} does not match the spatial shape {spatial}")
-    sigma = sigma.reshape(-1)
-    used = sigma if mask_flat is None else sigma[mask_flat]
-    if not np.all(np.isfinite(used) & (used > 0)):
-        raise DiscVBRError("noise_sigma map must be finite and positive in every voxel to fit")
-    return sigma
 
 
 def _resolve_backend(backend: str, device: str) -> tuple[str, str]:

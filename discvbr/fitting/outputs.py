@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from discvbr.fitting.core import FitResult, FitStatus
+from discvbr.fitting.status import FitResult, FitStatus
 from discvbr.io import Image, write_image
 from discvbr.levels import DISC_LEVELS
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.fitting import kernel
-from discvbr.fitting.core import _PENDING, FitResult, FitStatus, _flat_sigma, check_options, fitted_status
+from discvbr.fitting.options import check_options, flat_sigma
+from discvbr.fitting.status import PENDING, FitResult, FitStatus, fitted_status
 from discvbr.fitting.presets import FitPreset
 
 #: Voxels per block on a GPU: 4 Mi voxels amortise the kernel launches and keep memory
@@ -220,7 +221,7 @@ def screen_tensor(y, floor, min_echoes: int):
     """
     import torch
 
-    status = torch.full((y.shape[1],), _PENDING, dtype=torch.uint8, device=y.device)
+    status = torch.full((y.shape[1],), PENDING, dtype=torch.uint8, device=y.device)
     above = (y > floor).sum(0)
     status[above < min_echoes] = int(FitStatus.LOW_SIGNAL)
     status[(y < 0).any(0)] = int(FitStatus.NEGATIVE_INPUT)
@@ -291,7 +292,7 @@ def fit_monoexp_tensor(
     if noise_sigma is not None and np.ndim(noise_sigma) != 0:
         raise DiscVBRError("noise_sigma must be one number here; fit_monoexp takes a map of it")
     spatial = tuple(signal.shape[:-1])
-    noise_sigma = _flat_sigma(noise_sigma, spatial, None)
+    noise_sigma = flat_sigma(noise_sigma, spatial, None)
     n_echoes = options.times.size
     device = signal.device
     flat = signal.reshape(-1, n_echoes)
@@ -319,7 +320,7 @@ def fit_monoexp_tensor(
             block_status = screen_tensor(y, floor, options.min_echoes)
             if selected is not None:
                 block_status[~selected[start:stop]] = int(FitStatus.NOT_FITTED)
-            todo = (block_status == _PENDING).nonzero().squeeze(1)
+            todo = (block_status == PENDING).nonzero().squeeze(1)
             if todo.numel():
                 res = kernel.fit_block(ops, y[:, todo], axis, method=method, sigma=noise_sigma,
                                        xtol=options.xtol, max_iter=options.max_iter)
