@@ -135,6 +135,8 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMi
             self.ui.importLabelsButton.enabled = self.ui.labelMapSelector.currentNode() is not None and not self.jobRunning
             self.updateApplyButton()
             self.updateReviewList()
+            if self.jobRunning:  # the settings above must not unlock inputs of a running job
+                self.setInputsEnabled(False)
         finally:
             self._updatingGUIFromParameterNode = False
 

@@ -231,6 +231,7 @@ def test_installs_in_slicer_never_replace_what_slicer_ships(monkeypatch, install
     state = {"missing": ["nibabel>=5.0"]}
     monkeypatch.setattr(dependencies, "unmet_requirements", lambda reqs: state["missing"])
     monkeypatch.setattr(dependencies, "_install", _after(dependencies._install, lambda: state.update(missing=[])))
+    monkeypatch.setattr(dependencies, "imported_upgrades", lambda missing: [])  # (tested below)
     dependencies.ensure_slicer_dependencies("DiscRelaxometry", log=lambda line: None)
     pinned = {f"{name}=={importlib.metadata.version(name)}" for name in ("numpy", "vtk", "torch")}
     assert pinned <= set(calls["constraints"])  # the versions installed here, pinned

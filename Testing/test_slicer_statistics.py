@@ -172,24 +172,26 @@ def test_demo_scene_bundle(study, tmp_path):
     assert summary["registration"].startswith("registered 5 of 5 discs")
 
 
-def _watch(job, *, seconds: float) -> list[tuple[float, object]]:
-    """The job's events with the time each was seen, polled every 50 ms for ``seconds`` (or until it ends)."""
+def _watch(job, *, lines: int, seconds: float) -> list[tuple[float, object]]:
+    """The job's events with the time each was seen, polled every 20 ms until ``lines`` progress lines came
+    (or ``seconds`` passed, or the job ended)."""
     import time
 
     seen, start = [], time.monotonic()
-    while time.monotonic() - start < seconds and job.running:
+    while time.monotonic() - start < seconds and job.running and sum(e.kind == "progress" for _, e in seen) < lines:
         seen += [(time.monotonic(), e) for e in job.poll()]
-        time.sleep(0.05)
+        time.sleep(0.02)
     return seen
 
 
 def test_permutation_job_returns_at_once_reports_progress_and_cancels(study):
-    """1000 permutations with TFCE in a child process: start returns while it runs, progress keeps coming, cancel stops it.
+    """1000 permutations with TFCE in a child process: start returns while it runs, progress comes, cancel stops it.
 
-    Timings are measured and printed (see BENCHMARKS.md), not asserted: CI machines vary.
-    What is asserted: the job is still running when ``start_analysis`` returns (control came
-    back before the work), progress lines arrive while it runs, the child is gone when
-    ``cancel`` returns, and a cancelled analysis adds nothing to the scene or to the study.
+    Timings are measured and printed (``benchmarks/bench_slicer_jobs.py`` measures them on
+    their own, see BENCHMARKS.md), not asserted: CI machines vary. What is asserted: the job
+    is still running when ``start_analysis`` returns (control came back before the work),
+    progress lines arrive while it runs, the child is gone when ``cancel`` returns, and a
+    cancelled analysis adds nothing to the scene or to the study.
     """
     import time
 
@@ -200,11 +202,9 @@ def test_permutation_job_returns_at_once_reports_progress_and_cancels(study):
     job = logic.start_analysis(node)
     returned = time.monotonic() - started
     assert job.running
-    events = _watch(job, seconds=4.0)
+    events = _watch(job, lines=2, seconds=60.0)  # "starting", then the first step of the analysis
     progress = [t for t, e in events if e.kind == "progress"]
-    assert job.running, "the job ended before it could be cancelled; the study is too small to measure"
-    assert len(progress) >= 3
-    gaps = np.diff([started, *progress])
+    assert len(progress) >= 2 and job.running
     cancel_started = time.monotonic()
     job.cancel()
     cancel_s = time.monotonic() - cancel_started
@@ -214,8 +214,8 @@ def test_permutation_job_returns_at_once_reports_progress_and_cancels(study):
         logic.finish_analysis(job, node)
     assert scene.GetNumberOfNodes() == nodes_before
     assert "cancelled_tfce" not in T.study_analyses(folder)
-    print(f"\nstart_analysis returned in {returned:.3f} s; largest gap between progress lines {gaps.max():.2f} s "
-          f"over {len(progress)} lines; cancel ended the child in {cancel_s:.3f} s")
+    print(f"\nstart_analysis returned in {returned:.3f} s; first progress lines after "
+          f"{', '.join(f'{t - started:.2f}' for t in progress)} s; cancel ended the child in {cancel_s:.3f} s")
 
 
 def test_analysis_job_loads_what_the_in_process_run_computes(study):

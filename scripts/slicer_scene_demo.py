@@ -85,6 +85,8 @@ def build_scene(manifest: Path, study: Path, *, model: Path | None = None, itera
             summary["segmentation"] += f"; it missed {', '.join(missing)}, so the phantom's masks are used"
             result = None
     if result is None:
+        if model is not None:  # the network's incomplete result is replaced, not kept beside the masks
+            seg_node.SetParameter(S.REPLACE_OUTPUT, "true")
         result = segmentation.import_labels(seg_node, read_image(entry.mask, what="phantom mask"), name=name)
         summary.setdefault("segmentation", "the phantom's ground-truth masks")
 
