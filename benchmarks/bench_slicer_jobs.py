@@ -1,6 +1,6 @@
 """Benchmark: how long the DiscStatistics module keeps Slicer busy, before and after the child-process jobs.
 
-On a small phantom study (3 subjects, 2D, built here with the scene demo's ``make_study``),
+On a phantom study (``--subjects`` subjects, 2D, built here with the scene demo's ``make_study``),
 one analysis with ``--permutations`` permutations and TFCE (the module's defaults) is
 
 * run in this process (``DiscStatisticsLogic.run_analysis``, what the module's Apply did
@@ -11,7 +11,7 @@ one analysis with ``--permutations`` permutations and TFCE (the module's default
 
 Prints one JSON line per measurement and the ratio baseline / time-to-return.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_slicer_jobs.py [--permutations 1000] [--cancel-after 4]``
+Run: ``PYTHONPATH=. python benchmarks/bench_slicer_jobs.py [--subjects 12] [--permutations 1000] [--cancel-after 4]``
 (needs slicer-core, in the test extra).
 """
 
@@ -29,11 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _make_study(out: Path):
+def _make_study(out: Path, subjects: int):
     spec = importlib.util.spec_from_file_location("slicer_scene_demo", REPO / "scripts" / "slicer_scene_demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.make_study(out, subjects=3, seed=4, iterations=10)
+    return module.make_study(out, subjects=subjects, seed=4, iterations=10)
 
 
 def main() -> None:
@@ -43,10 +43,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--permutations", type=int, default=1000)
+    parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--cancel-after", type=float, default=4.0, help="seconds the job runs before Cancel")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="discvbr-bench-jobs-") as folder:
-        manifest, study = _make_study(Path(folder))
+        manifest, study = _make_study(Path(folder), args.subjects)
 
         def logic_for(name):
             logic = DiscStatisticsLogic(new_scene())
@@ -60,7 +61,8 @@ def main() -> None:
         start = time.monotonic()
         logic.run_analysis(node)
         inline_s = time.monotonic() - start
-        print(json.dumps({"what": "in-process analysis (GUI blocked)", "permutations": args.permutations, "seconds": round(inline_s, 3)}))
+        print(json.dumps({"what": "in-process analysis (GUI blocked)", "subjects": args.subjects, "permutations": args.permutations,
+                          "seconds": round(inline_s, 3)}))
 
         logic, node = logic_for("bench_job")
         start = time.monotonic()
