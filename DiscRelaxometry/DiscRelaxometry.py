@@ -475,6 +475,8 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
         self.test_register_and_fit_phantom()
         self.setUp()
         self.test_bad_input_leaves_scene_unchanged()
+        self.setUp()
+        self.test_sample_case_in_a_child_process()
 
     def _phantomNodes(self):
         from discvbr.extension.dependencies import ensure_slicer_dependencies
@@ -529,4 +531,28 @@ class DiscRelaxometryTest(ScriptedLoadableModuleTest):
         with self.assertRaises(DiscVBRError):
             logic.run(node)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        self.delayDisplay("Test passed")
+
+    def test_sample_case_in_a_child_process(self):
+        """The Sample Data case, its times read from the volumes, run the way Apply runs it (a child process)."""
+        from discvbr.extension.dependencies import ensure_slicer_dependencies
+        from discvbr.extension.sample import load_phantom_case
+        from discvbr.mrml.legends import colour_legend
+        from discvbr.mrml.segmentations import segmentation_from_labels
+
+        self.delayDisplay("The DiscVBR phantom case in a child process")
+        ensure_slicer_dependencies("DiscRelaxometry", log=logging.info)
+        case = load_phantom_case(slicer.mrmlScene)
+        logic = DiscRelaxometryLogic()
+        node = logic.parameter_node()
+        logic.set_echo_volumes(node, "t1rho", case.t1rho, "")
+        node.SetNodeReferenceID(R.SEGMENTATION, segmentation_from_labels(slicer.mrmlScene, case.session.labels, name="phantom discs").GetID())
+        node.SetParameter(R.ITERATIONS, "30")
+        node.SetParameter(R.ENGINE, "itk-elastix")
+        self.assertIsNone(logic.disabled_reason(node))
+        job = logic.start(node)
+        self.assertEqual(job.wait(timeout=900), 0)
+        output = logic.finish(job, node)
+        self.assertEqual(len(output.registrations), 5)
+        self.assertEqual(colour_legend(output.nodes["t1rho T"]).GetTitleText(), "T1rho (ms)")
         self.delayDisplay("Test passed")

@@ -406,9 +406,11 @@ class DiscStatisticsTest(ScriptedLoadableModuleTest):
         for key, value in {T.STUDY: str(out / "study"), T.NAME: "t1rho_vs_t2", T.KIND: "voxel", T.PERMUTATIONS: "0", T.CORRECTION: "fdr_bh_joint"}.items():
             node.SetParameter(key, value)
         self.assertIsNone(logic.disabled_reason(node))
-        self.delayDisplay("T1rho vs T2 correlation")
-        logic.run_analysis(node)
-        output = logic.load_results(node)
+        self.delayDisplay("T1rho vs T2 correlation, in a child process as Apply runs it")
+        job = logic.start_analysis(node)
+        self.assertEqual(job.wait(timeout=600), 0)
+        output = logic.finish_analysis(job, node)
+        self.assertEqual(logic.current_output(node).name, output.name)  # referenced from the parameter node
         r = image_from_volume(output.volumes["r"]).array
         self.assertTrue(np.nanmax(r) <= 1.0 and np.nanmin(r) >= -1.0)
         self.assertEqual(output.shown, "r")
