@@ -10,9 +10,14 @@ against the ``slicer-core`` wheels.
 ``relaxometry``    DiscRelaxometryLogic: echo series, per-disc registration, fitting, QC, decay curves
 ``statistics``     DiscStatisticsLogic: voxel-wise statistics of a study folder, maps on the spine mesh
 ``elastix``        SlicerElastixRunner: the per-disc registration through the SlicerElastix extension
-``process``        running ``discvbr`` commands as child processes with progress and cancel
+``process``        running ``discvbr`` commands and module jobs as child processes with progress and cancel
+``jobs``           the child-process side of the relaxometry and statistics jobs (line protocol, heartbeat)
+``sample``         the phantom case and cohort the Sample Data module offers (simulated, offline)
 ``parameters``     parameter nodes: one per module, typed reads with clear errors
-``dependencies``   the Python packages DiscVBR needs inside Slicer, checked and installed on first use
+``dependencies``   the Python packages each module needs inside Slicer, checked and installed on first use
+
+The widget-side helpers (version check, job timer, Sample Data registration) live beside the
+modules in ``DiscVBRLib/``, outside this Qt-free package.
 
 Nothing here imports Qt, ``slicer``, torch, itk, scipy or pandas at import time, so a
 module loads in Slicer before its dependencies are installed.
