@@ -6,7 +6,14 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 
-__all__ = ["vtk_matrix", "numpy_matrix", "image_data", "array_from_image_data", "world_matrix", "describe_node"]
+__all__ = [
+    "vtk_matrix",
+    "numpy_matrix",
+    "image_data",
+    "array_from_image_data",
+    "world_matrix",
+    "describe_node",
+]
 
 
 def vtk_matrix(array: np.ndarray):

@@ -10,7 +10,18 @@ from typing import Iterator, Sequence
 
 from discvbr.errors import DiscVBRError
 
-__all__ = ["ROLE_ATTRIBUTE", "slicer_module", "new_scene", "save_scene", "load_scene", "NodeTransaction", "TemporaryNodes", "tagged_node", "place_in_folder", "iter_nodes"]
+__all__ = [
+    "ROLE_ATTRIBUTE",
+    "slicer_module",
+    "new_scene",
+    "save_scene",
+    "load_scene",
+    "NodeTransaction",
+    "TemporaryNodes",
+    "tagged_node",
+    "place_in_folder",
+    "iter_nodes",
+]
 
 
 #: Node attribute marking nodes DiscVBR made (value: what the node is).

@@ -12,7 +12,13 @@ from discvbr.levels import DISC_COLOURS, DISC_LEVELS
 from discvbr.mrml.arrays import array_from_image_data, describe_node, image_data, vtk_matrix
 from discvbr.mrml.scene import ROLE_ATTRIBUTE, slicer_module
 
-__all__ = ["segmentation_from_labels", "segment_level", "segment_labelmap", "segment_version", "labels_from_segmentation"]
+__all__ = [
+    "segmentation_from_labels",
+    "segment_level",
+    "segment_labelmap",
+    "segment_version",
+    "labels_from_segmentation",
+]
 
 
 def _binary_name() -> str:

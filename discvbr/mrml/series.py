@@ -12,7 +12,13 @@ from discvbr.mrml.arrays import describe_node, image_data, vtk_matrix
 from discvbr.mrml.scene import ROLE_ATTRIBUTE, slicer_module
 from discvbr.mrml.volumes import grid_text, image_from_volume
 
-__all__ = ["series_from_volumes", "series_from_sequence", "series_from_multivolume", "series_from_node", "sequence_from_series"]
+__all__ = [
+    "series_from_volumes",
+    "series_from_sequence",
+    "series_from_multivolume",
+    "series_from_node",
+    "sequence_from_series",
+]
 
 
 def _times_for(times, count: int, *, kind: str, source: str) -> np.ndarray:
