@@ -23,8 +23,6 @@ from discvbr.registration.atlas import (
     available_atlases,
     build_atlas,
     load_atlas,
-    phantom_atlas_labels,
-    real_atlas_labels,
     save_atlas,
 )
 from discvbr.registration.disc import DEFAULT_MARGIN_MM, DiscRegistration, register_disc
@@ -61,9 +59,7 @@ __all__ = [
     "histogram_change",
     "load_atlas",
     "paste_discs",
-    "phantom_atlas_labels",
     "qc_rows",
-    "real_atlas_labels",
     "register_disc",
     "register_subject",
     "run_disc_tasks",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
@@ -36,6 +37,7 @@ from discvbr.registration.params import (
     ParameterMap,
     RegistrationParams,
     build_parameter_maps,
+    input_image,
     read_parameter_file,
     write_parameter_file,
 )
@@ -50,11 +52,14 @@ __all__ = [
     "itk_elastix_runner",
     "register_disc",
     "disc_mask",
+    "distance_image",
     "check_same_grid",
 ]
 
 #: Margin around each disc's bounding box in the crops registered, mm.
 DEFAULT_MARGIN_MM = 10.0
+#: Width of the band outside each disc where :func:`distance_image` is non-zero, mm.
+DISTANCE_BAND_MM = 5.0
 #: Fewest voxels a disc mask may have to be registered.
 MIN_DISC_VOXELS = 20
 
@@ -291,6 +296,43 @@ def check_same_grid(image: Image, shape: tuple[int, ...], affine: np.ndarray, *,
         )
 
 
+def distance_image(mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM) -> Image:
+    """The image elastix registers instead of a disc mask: depth in the disc, fading outside.
+
+    Value ``band_mm + depth`` at a voxel ``depth`` mm inside the disc's edge, falling by 1
+    per mm outside it to 0 at ``band_mm`` from the edge. Registered instead of the binary
+    mask, it gives every interior voxel a value that says how deep in the disc it lies, so
+    the whole shape drives the deformation and not only the voxelised edge; being positive
+    with its mass on the disc, elastix's ``CenterOfGravity`` initialisation still finds the
+    disc's centre. Distances are taken within the sagittal plane for a single slice and in
+    3D for a stack; the edge lies half-way between the outermost inside and outside voxels.
+
+    Parameters
+    ----------
+    mask : Image
+        0/1 mask (values > 0.5 are inside), DiscVBR layout.
+    ndim : {2, 3}
+    band_mm : float
+        Width of the band outside the disc with non-zero values, mm.
+
+    Returns
+    -------
+    Image
+        float32 values (mm) on the mask's grid.
+    """
+    inside = np.asarray(mask.array) > 0.5
+    plane = inside[0] if ndim == 2 else inside
+    spacing = mask.spacing[1:] if ndim == 2 else mask.spacing
+    outside_depth = ndimage.distance_transform_edt(~plane, sampling=spacing)
+    inside_depth = ndimage.distance_transform_edt(plane, sampling=spacing)
+    # half a voxel (along the finest axis) moves the zero level from voxel centres to the edge
+    half = 0.5 * float(np.min(spacing))
+    signed = np.where(plane, -(inside_depth - half), outside_depth - half)
+    values = np.maximum(band_mm - signed, 0.0)
+    values = values[None] if ndim == 2 else values
+    return Image(values.astype(np.float32), mask.affine)
+
+
 def _centroid(mask: np.ndarray, affine: np.ndarray, ndim: int) -> np.ndarray:
     matrix, origin = engine.frame_geometry(affine, ndim)
     index = np.argwhere(mask).astype(float)
@@ -355,9 +397,12 @@ def register_disc(
         raise DiscVBRError(f"{where}: the mask is {kinds[ndim]} but atlas {atlas.name!r} is {kinds[atlas.ndim]}")
     fixed = atlas.disc(label, margin_mm=margin_mm)
     moving = crop(Image(binary.astype(np.float32), mask.affine), bounding_box(binary, mask.spacing, margin_mm=margin_mm))
+    atlas_disc = np.asarray(fixed.array) > 0.5
     frame_shape = fixed.shape[1:] if ndim == 2 else fixed.shape
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
+    if input_image(maps[0]) == "distance":
+        fixed, moving = distance_image(fixed, ndim=ndim), distance_image(moving, ndim=ndim)
 
     run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()
@@ -369,7 +414,6 @@ def register_disc(
     if not (np.all(np.isfinite(points)) and np.all(np.isfinite(det))):
         raise DiscVBRError(f"{where}: the registration diverged (non-finite transform); try a smaller MaximumStepLength")
 
-    atlas_disc = np.asarray(fixed.array) > 0.5
     warped = sample(binary, mask.affine, points, ndim=ndim, order=0, cval=0.0).reshape(fixed.shape) > 0.5
     det = det.reshape(fixed.shape)
     jac = jacobian_summary(det, atlas_disc)
