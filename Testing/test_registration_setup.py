@@ -230,3 +230,17 @@ def test_flags_follow_thresholds():
         min_dice=0.5, max_folded_fraction=0.05, max_det_jacobian_sd=1.0, det_jacobian_range=(-0.2, 2.0), max_ks_distance=0.6
     )
     assert flag_disc(bad, lenient) == []
+
+
+def test_phantom_atlas_labels_rebuild_the_shipped_atlas():
+    # the phantom-side builder (discvbr.phantom.atlas) remakes the shipped healthy 2D atlas
+    # voxel for voxel from the provenance stored with it
+    from discvbr.phantom.atlas import phantom_atlas_labels
+
+    shipped = load_atlas("phantom-healthy", mode="2d")
+    labels, source = phantom_atlas_labels("healthy", mode="2d", seed=int(shipped.source["seed"]))
+    rebuilt = build_atlas(labels, name="rebuilt", source=source)
+    assert rebuilt.labels.shape == shipped.labels.shape
+    np.testing.assert_allclose(rebuilt.labels.affine, shipped.labels.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(rebuilt.labels.array), np.asarray(shipped.labels.array))
+    assert source["kind"] == "healthy" and source["degeneration"] == shipped.source["degeneration"]

@@ -13,7 +13,8 @@ Modules: :mod:`~discvbr.registration.atlas` (atlases), :mod:`~discvbr.registrati
 (elastix parameter files), :mod:`~discvbr.registration.engine` (itk-elastix),
 :mod:`~discvbr.registration.disc` (one disc), :mod:`~discvbr.registration.apply` (warping
 images), :mod:`~discvbr.registration.qc`, :mod:`~discvbr.registration.subject` (many
-discs in processes), :mod:`~discvbr.registration.tune` (Bayesian optimisation).
+discs in processes), :mod:`~discvbr.registration.tune` (Bayesian optimisation),
+:mod:`~discvbr.registration.known` (known smooth deformations, to measure accuracy).
 """
 
 from discvbr.registration.apply import apply_registration, disc_histogram_change, paste_discs, warp_image, warp_mask

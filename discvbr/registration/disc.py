@@ -1,12 +1,16 @@
 """Registration of one disc mask to the same-level atlas disc (mask-guided, elastix).
 
 Per disc (Iriondo et al., MRM 2020, section 2.2): both masks are cropped to the disc's
-bounding box plus a margin; the subject mask is translated so its centroid meets the atlas
+bounding box plus a margin; the subject disc is translated so its centroid meets the atlas
 disc's centroid (elastix ``CenterOfGravity`` initialisation of the affine stage); a
 four-resolution recursive-pyramid affine registration scales, rotates and shears it; a
-B-spline registration driven by mutual information plus a rigidity penalty deforms it.
-The fixed image is the atlas disc, so the transform maps atlas positions to subject
-positions and pulls any subject image into atlas space (:mod:`discvbr.registration.apply`).
+B-spline registration with a rigidity penalty deforms it. What elastix compares is named by
+the parameter files (:data:`~discvbr.registration.params.INPUT_IMAGE_ENTRY`): by default each
+disc's depth map (:func:`distance_image`, mean squares), so that the whole shape and not only
+the voxelised edge drives the interior; with the paper's preset the 0/1 masks (mutual
+information). The fixed image is the atlas disc, so the transform maps atlas positions to
+subject positions and pulls any subject image into atlas space
+(:mod:`discvbr.registration.apply`).
 
 A :class:`DiscRegistration` keeps the elastix transform parameter maps (saved as the usual
 ``TransformParameters.<i>.txt`` files, so a pipeline can resume from them), the parameter
@@ -59,7 +63,7 @@ __all__ = [
 #: Margin around each disc's bounding box in the crops registered, mm.
 DEFAULT_MARGIN_MM = 10.0
 #: Width of the band outside each disc where :func:`distance_image` is non-zero, mm.
-DISTANCE_BAND_MM = 5.0
+DISTANCE_BAND_MM = 10.0
 #: Fewest voxels a disc mask may have to be registered.
 MIN_DISC_VOXELS = 20
 
@@ -217,10 +221,12 @@ class DiscRegistration:
 
 
 class ElastixRunner(Protocol):
-    """Runs one elastix registration of cropped disc masks (how :func:`register_disc` calls elastix).
+    """Runs one elastix registration of a cropped disc pair (how :func:`register_disc` calls elastix).
 
-    The default runs itk-elastix in this process; the Slicer module passes one that runs
-    the same parameter maps through SlicerElastix.
+    ``fixed`` and ``moving`` are what the parameter maps name: the discs' depth maps or their
+    0/1 masks, already made by :func:`register_disc`, so a runner only runs elastix. The
+    default runs itk-elastix in this process; the Slicer module passes one that runs the same
+    parameter maps through SlicerElastix.
     """
 
     def __call__(
@@ -363,7 +369,8 @@ def register_disc(
         The disc to register.
     atlas : Atlas
     params : RegistrationParams
-        Grid spacing, iterations, rigidity weight, seed (defaults: the paper's values).
+        Grid spacing, iterations, rigidity weight, seed, parameter files (default: the shipped
+        default recipe; ``registration_preset("paper")`` for the paper's).
     subject : str
         Name used in messages, tables and saved files.
     margin_mm : float
@@ -373,7 +380,7 @@ def register_disc(
     log_file : path-like, optional
         Keep elastix's log there (default runner).
     runner : ElastixRunner, optional
-        Runs elastix on the cropped masks; default: itk-elastix in this process.
+        Runs elastix on the cropped discs; default: itk-elastix in this process.
 
     Returns
     -------
