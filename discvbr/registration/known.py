@@ -244,6 +244,24 @@ def subject_grid(
     deformed atlas lies. Single slices keep the atlas's slice position and thickness;
     stacks get ``n_slices`` slices of ``slice_mm`` centred on the atlas slab.
 
+    Parameters
+    ----------
+    atlas_labels : Image
+        The atlas label map.
+    label : int
+        The disc the grid is placed around.
+    deformation : KnownDeformation
+    in_plane_mm : float
+        Voxel size in the sagittal plane, mm.
+    slice_mm, n_slices : float, int, optional
+        Stacks: slice thickness (mm) and number of slices (default: the atlas's).
+    tilt_deg : float
+        Angle between the grid's in-plane axes and the atlas's, degrees.
+    flip_anteroposterior : bool
+        Reverse the grid's anteroposterior axis.
+    margin_mm : float
+        Margin around the deformed disc, mm.
+
     Returns
     -------
     shape : tuple of int
@@ -288,6 +306,19 @@ def deform_labels(atlas_labels: Image, deformation: KnownDeformation, shape: tup
 
     Nearest-neighbour sampling, so the subject's disc edges are voxelised on its own grid
     as a segmentation would be.
+
+    Parameters
+    ----------
+    atlas_labels : Image
+        The atlas label map.
+    deformation : KnownDeformation
+    shape, affine : tuple of int, ndarray (4, 4)
+        The subject grid (:func:`subject_grid`).
+
+    Returns
+    -------
+    Image
+        uint8 labels on the subject grid.
     """
     ndim = deformation.ndim
     positions = voxel_positions(shape, affine, ndim)
@@ -298,6 +329,12 @@ def deform_labels(atlas_labels: Image, deformation: KnownDeformation, shape: tup
 
 def point_errors(registration: DiscRegistration, deformation: KnownDeformation) -> dict[str, np.ndarray]:
     """Per atlas-disc voxel: registration's subject position against the true one, and det J.
+
+    Parameters
+    ----------
+    registration : DiscRegistration
+        A disc of a subject made with ``deformation`` registered to its atlas disc.
+    deformation : KnownDeformation
 
     Returns
     -------
