@@ -60,9 +60,9 @@ def register_command(
     atlas: str = typer.Option("phantom-healthy", "--atlas", "-a", help="Shipped atlas name (see 'discvbr build-atlas --list') or an atlas folder."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Discs to register, e.g. 'L4L5,L5S1' (default: all five)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (one disc each at a time)."),
-    grid_spacing: float = typer.Option(2.0, "--grid-spacing", min=0.5, help=f"B-spline final grid spacing, voxels. {_PARAM_HELP}"),
+    grid_spacing: float = typer.Option(8.0, "--grid-spacing", min=0.5, help=f"B-spline final grid spacing, voxels (paper: 2). {_PARAM_HELP}"),
     iterations: int = typer.Option(200, "--iterations", min=1, help=f"B-spline iterations per resolution. {_PARAM_HELP}"),
-    rigidity_weight: float = typer.Option(0.77, "--rigidity-weight", min=0.0, help=f"Rigidity penalty weight. {_PARAM_HELP}"),
+    rigidity_weight: float = typer.Option(4.0, "--rigidity-weight", min=0.0, help=f"Rigidity penalty weight (paper: 0.77). {_PARAM_HELP}"),
     parameters: Optional[Path] = typer.Option(None, "--parameters", help="Folder with your own affine-{2d,3d}.txt and bspline-{2d,3d}.txt."),
     margin: float = typer.Option(10.0, "--margin-mm", min=0.0, help="Margin around each disc's bounding box, mm."),
     seed: int = typer.Option(0, "--seed", help="Seed of elastix's random sampling."),
@@ -288,7 +288,8 @@ def build_atlas_command(
     """Build a disc atlas from your own healthy subject, the phantom, or a real example subject."""
     from discvbr.errors import DiscVBRError
     from discvbr.io import read_image
-    from discvbr.registration import available_atlases, build_atlas, phantom_atlas_labels, real_atlas_labels, save_atlas
+    from discvbr.phantom.atlas import phantom_atlas_labels, real_atlas_labels
+    from discvbr.registration import available_atlases, build_atlas, save_atlas
 
     if list_atlases:
         for atlas_name, text in available_atlases().items():
