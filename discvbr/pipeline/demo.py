@@ -20,10 +20,14 @@ import pandas as pd
 from discvbr.io import atomic_write, ensure_writable, read_image, write_json
 from discvbr.levels import DISC_LEVELS
 from discvbr.pipeline.config import PipelineConfig
+from discvbr.pipeline.lock import output_lock
 from discvbr.pipeline.runner import Progress, RunResult, run_pipeline
 from discvbr.pipeline.session import session_folder
 
-__all__ = ["DemoResult", "run_demo", "evaluate_against_truth"]
+__all__ = ["DemoResult", "run_demo", "evaluate_against_truth", "DEMO_SUMMARY"]
+
+#: Written last, only when the demo completes.
+DEMO_SUMMARY = "demo_summary.json"
 
 
 @dataclass
@@ -61,12 +65,31 @@ def run_demo(
     workers, scheduler, config, progress
         As for :func:`discvbr.pipeline.run_pipeline`.
     followup_fraction : float
-        Subjects with a follow-up session (for the longitudinal analysis).
+        Share of the subjects with a follow-up session (for the longitudinal analysis),
+        exactly: ``round(followup_fraction * subjects)`` of them.
     """
-    from discvbr.phantom import PhantomConfig, write_cohort
-
     out = Path(out)
     ensure_writable(out)
+    with output_lock(out, command="discvbr demo"):
+        (out / DEMO_SUMMARY).unlink(missing_ok=True)  # written again only when this run completes
+        return _run_demo_locked(out, subjects=subjects, mode=mode, seed=seed, workers=workers, scheduler=scheduler,
+                                config=config, followup_fraction=followup_fraction, progress=progress)
+
+
+def _run_demo_locked(
+    out: Path,
+    *,
+    subjects: int,
+    mode: str,
+    seed: int,
+    workers: int,
+    scheduler: str | None,
+    config: PipelineConfig | None,
+    followup_fraction: float,
+    progress: Progress | None,
+) -> DemoResult:
+    from discvbr.phantom import PhantomConfig, write_cohort
+
     phantom = PhantomConfig(n_subjects=subjects, mode=mode, seed=seed, followup_fraction=followup_fraction)
     cohort_dir = out / "cohort"
     if not _same_phantom(cohort_dir, phantom):
@@ -83,7 +106,7 @@ def run_demo(
         title="DiscVBR demo: phantom cohort",
     )
     evaluation = evaluate_against_truth(cohort_dir, run)
-    summary_path = write_json(out / "demo_summary.json", {"run": run.summary(), "evaluation": evaluation})
+    summary_path = write_json(out / DEMO_SUMMARY, {"run": run.summary(), "evaluation": evaluation})
     return DemoResult(run, evaluation, summary_path)
 
 

@@ -383,7 +383,7 @@ def train_network(
     if resume:
         if checkpoint is None or not checkpoint.is_file():
             raise DiscVBRError(f"nothing to resume: checkpoint not found: {checkpoint}")
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        state = torch.load(checkpoint, map_location=torch_device, weights_only=True)
         if state.get("config_key") != config.key():
             raise DiscVBRError(f"{checkpoint} was written by a run with other settings; start a new run or use them")
         network.load_state_dict(state["model"])
