@@ -354,10 +354,7 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> Image:
     kind = _suffix_kind(path)
     try:
         if kind == "nifti":
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            affine = check_geometry(img.affine, what=f"{what} {path}")
+            img, affine = _load_nifti(path, what=f"{what} {path}")
             return Image(np.asanyarray(img.dataobj), affine)
         import nrrd
 
@@ -376,10 +373,8 @@ def read_geometry(path: str | os.PathLike, *, what: str = "image") -> tuple[tupl
     kind = _suffix_kind(path)
     try:
         if kind == "nifti":
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            return tuple(int(s) for s in img.shape), check_geometry(img.affine, what=f"{what} {path}")
+            img, affine = _load_nifti(path, what=f"{what} {path}")
+            return tuple(int(s) for s in img.shape), affine
         import nrrd
 
         header = nrrd.read_header(str(path))
@@ -391,6 +386,29 @@ def read_geometry(path: str | os.PathLike, *, what: str = "image") -> tuple[tupl
         raise
     except Exception as exc:
         raise DiscVBRError(f"{what} file {path} could not be read: {exc}") from None
+
+
+def _load_nifti(path: Path, *, what: str):
+    """A NIfTI image (data not read yet) and its checked affine.
+
+    nibabel takes a zero voxel size as 1 mm when it loads a header (and logs a line on the
+    terminal); a file saying 0 or NaN is damaged, whatever affine nibabel would make of it,
+    so the voxel sizes (pixdim) are first read as they are on disk.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        block = fh.read(nib.Nifti2Header.template_dtype.itemsize)
+    header_class = nib.Nifti2Header if nib.Nifti2Header.may_contain_header(block) else nib.Nifti1Header
+    raw = header_class(block[: header_class.template_dtype.itemsize], check=False)
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=float)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise DiscVBRError(
+            f"{what}: voxel size {pixdim.tolist()} mm in the header (pixdim); every voxel size must be a positive number"
+        )
+    img = nib.load(str(path))
+    return img, check_geometry(img.affine, what=what)
 
 
 def _nrrd_geometry(header: dict) -> tuple[np.ndarray, list[int]]:
