@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from discvbr.errors import DiscVBRError
 from discvbr.io import ensure_writable, read_geometry, write_json
@@ -41,6 +41,9 @@ from discvbr.pipeline.config import PipelineConfig, config_to_dict
 from discvbr.pipeline.lock import output_lock
 from discvbr.pipeline.session import SessionOutcome, SessionTask, process_session
 from discvbr.provenance import environment, now
+
+if TYPE_CHECKING:
+    from discvbr.registration import Atlas
 
 __all__ = ["RunResult", "run_pipeline", "Progress", "COMPLETION_FILES"]
 
@@ -161,6 +164,8 @@ def run_pipeline(
     -------
     RunResult
     """
+    from discvbr.registration import DEFAULT_ATLAS, load_atlas
+
     start = time.perf_counter()
     out = Path(out)
     config = config or PipelineConfig()
@@ -171,9 +176,10 @@ def run_pipeline(
         check_id(analysis.name, what=f"settings, statistics.analyses[{i}].name (the analysis' output folder)")
     mode = _data_mode(cohort)
     _check_parameter_folder(config.registration.parameter_folder, mode)
+    atlas = load_atlas(DEFAULT_ATLAS if config.registration.atlas == "default" else config.registration.atlas, mode=mode)
     ensure_writable(out)
     with output_lock(out, command="discvbr run"):
-        return _run_locked(cohort, out, config, mode, workers=workers, scheduler=scheduler, progress=progress,
+        return _run_locked(cohort, out, config, atlas, workers=workers, scheduler=scheduler, progress=progress,
                            extra_report_sections=extra_report_sections, title=title, start=start)
 
 
@@ -181,7 +187,7 @@ def _run_locked(
     cohort: Cohort,
     out: Path,
     config: PipelineConfig,
-    mode: str,
+    atlas: Atlas,
     *,
     workers: int,
     scheduler: str | None,
@@ -190,8 +196,8 @@ def _run_locked(
     title: str,
     start: float,
 ) -> RunResult:
-    """The run itself, once the cohort is validated and the output folder locked."""
-    from discvbr.registration import DEFAULT_ATLAS, load_atlas, save_atlas
+    """The run itself, once the cohort, the settings and the atlas are checked and the output folder locked."""
+    from discvbr.registration import save_atlas
 
     for name in COMPLETION_FILES:  # until this run completes, nothing may look complete
         (out / name).unlink(missing_ok=True)
@@ -199,8 +205,6 @@ def _run_locked(
     handler = _setup_log(out)
     try:
         log.info("run started: %d sessions, output %s", len(cohort), out)
-        atlas_name = DEFAULT_ATLAS if config.registration.atlas == "default" else config.registration.atlas
-        atlas = load_atlas(atlas_name, mode=mode)
         atlas_folder = save_atlas(atlas, out / "atlas")
         parallel = scheduler is not None or workers > 0
         tasks = [
