@@ -153,7 +153,10 @@ def write_figures_and_report(
     sections.extend(extra_sections)
     tables = out / "tables" / "roi_means.csv"
     if tables.is_file():
-        roi = pd.read_csv(tables)
+        try:
+            roi = pd.read_csv(tables)
+        except pd.errors.EmptyDataError:  # every session failed: the table has no rows nor columns
+            roi = pd.DataFrame()
         if not roi.empty:
             pivot = roi.pivot_table(index=["map", "space"], columns="level", values="mean_T_ms", aggfunc="mean")
             sections.append(ReportSection("Whole-disc means (ms)", "Mean over sessions of each disc's mean T.",
