@@ -74,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="discvbr", standalone_mode=True)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except DiscVBRError as exc:
         typer.echo(f"discvbr: error: {exc}", err=True)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before typer runs the command (typer turns it into exit 130 there)
+        code = EXIT_INTERRUPTED
+    else:
+        code = EXIT_OK
+    if code == EXIT_INTERRUPTED:
         typer.echo("discvbr: interrupted; completed steps are kept; run the same command again to resume", err=True)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return code
 
 
 def run() -> None:
