@@ -19,6 +19,7 @@ import pandas as pd
 
 from discvbr.io import atomic_write, ensure_writable, read_image, write_json
 from discvbr.levels import DISC_LEVELS
+from discvbr.pipeline.cache import Step
 from discvbr.pipeline.config import PipelineConfig
 from discvbr.pipeline.lock import output_lock
 from discvbr.pipeline.runner import Progress, RunResult, run_pipeline
@@ -160,13 +161,32 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else float("nan")
 
 
+def _agreement_table(cohort_dir: Path, results: Path, outcomes) -> pd.DataFrame:
+    """:func:`_true_mask_means`, written to ``tables/``; a resumable step (it fits every session again)."""
+    path = results / "tables" / "agreement_true_vs_automatic_masks.csv"
+    usable = [o for o in outcomes if o.status != "failed"]
+    inputs = []
+    for o in usable:
+        truth, folder = cohort_dir / o.subject / f"ses-{o.session}", session_folder(results, o.subject, o.session)
+        inputs += [truth / "discs.nii.gz", folder / "masks" / "discs.nii.gz"]
+        for kind in ("t1rho", "t2"):
+            inputs += [p for p in (truth / f"{kind}.nii.gz", folder / "maps" / "native" / f"{kind}_T.nii.gz") if p.is_file()]
+    step = Step("agreement", path.parent, {"sessions": [[o.subject, o.session] for o in usable]}, inputs)
+    if step.done():
+        return pd.read_csv(path)
+    table = _true_mask_means(cohort_dir, results, outcomes)
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
+    step.finish([path])
+    return table
+
+
 def _agreement_section(cohort_dir: Path, results: Path, outcomes):
+    from discvbr.pipeline.report import cached_figure
     from discvbr.render.figures import plot_agreement, save_figure
     from discvbr.render.report import ReportSection
 
-    table = _true_mask_means(cohort_dir, results, outcomes)
-    with atomic_write(results / "tables" / "agreement_true_vs_automatic_masks.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    table = _agreement_table(cohort_dir, results, outcomes)
     section = ReportSection(
         "Biomarker agreement: true vs automatic masks",
         "Mean disc T1rho in subject space from the phantom's true disc labels (the 'manual' masks) and from the "
@@ -176,8 +196,10 @@ def _agreement_section(cohort_dir: Path, results: Path, outcomes):
     if not t1.empty:
         manual = {lvl: t1[t1.level == lvl]["manual"].to_numpy() for lvl in DISC_LEVELS}
         automatic = {lvl: t1[t1.level == lvl]["automatic"].to_numpy() for lvl in DISC_LEVELS}
-        fig = plot_agreement(manual, automatic, quantity="T1rho")
-        section.figures.append(save_figure(fig, results / "figures" / "agreement.png"))
+        section.figures.append(cached_figure(
+            results / "figures" / "agreement.png", {"manual": manual, "automatic": automatic},
+            lambda path: save_figure(plot_agreement(manual, automatic, quantity="T1rho"), path),
+        ))
         section.captions.append("Scatter and Bland-Altman plots per disc")
     return [section]
 
