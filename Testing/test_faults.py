@@ -146,11 +146,15 @@ def test_run_refuses_an_id_that_is_not_a_plain_name(cohort, tmp_path, capsys, co
     assert not Path("/tmp/escaped").exists()
 
 
-def test_register_refuses_a_subject_id_that_is_not_a_plain_name(cohort, tmp_path, capsys):
+def test_register_refuses_a_subject_id_or_a_level_that_is_not_a_plain_name(cohort, tmp_path, capsys):
     mask = cohort / "sub-01" / "ses-baseline" / "discs.nii.gz"
     code, _, err = _cli(capsys, "register", "--mask", mask, "--subject", "../escaped", "--out", tmp_path / "out")
     assert code == EXIT_USER_ERROR
     _one_clear_error(err, "--subject", "'../escaped'")
+    # level names become folder names too (transforms/<LEVEL>): only the five disc names pass
+    code, _, err = _cli(capsys, "register", "--mask", mask, "--levels", "L4L5,../../escaped", "--out", tmp_path / "out")
+    assert code == EXIT_USER_ERROR
+    _one_clear_error(err, "unknown disc level '../../ESCAPED'")
     assert _tree(tmp_path) == set()
 
 

@@ -4,8 +4,9 @@ A manifest is a CSV (``.csv``) or TSV (``.tsv``) file that users fill in by hand
 or that :mod:`discvbr.phantom` writes. Columns (header names are case-insensitive):
 
 ============================  ==========================================================
-``subject``                   subject identifier (required, non-empty)
-``session``                   session identifier (optional; default ``"1"``)
+``subject``                   subject identifier (required; a plain name, see
+                              :mod:`discvbr.naming`: it becomes a folder name)
+``session``                   session identifier (optional; default ``"1"``; a plain name)
 ``t1rho``, ``t2``             the series: one 4D image, or one 3D image per echo
                               separated by ``;``. Paths are relative to the manifest's
                               folder. At least one series per row.

@@ -29,7 +29,6 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
 
     if (manifest is None) == (mask is None):
         raise DiscVBRError("give either --manifest (a cohort) or --mask (one subject)")
-    check_id(subject, what="--subject")
     if manifest is not None:
         cohort = read_manifest(manifest)
         rows = [(e.subject, e.session, e.mask, e.series) for e in cohort]
@@ -39,6 +38,7 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
         if missing:
             typer.echo(f"skipping {len(missing)} session(s) without a mask: {', '.join(missing[:8])}", err=True)
         return [r for r in rows if r[2] is not None]
+    check_id(subject, what="--subject")
     refs = {}
     for kind, (path, times) in series.items():
         if path is None:
