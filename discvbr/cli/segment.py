@@ -34,7 +34,7 @@ def _machine_lines():
 
 
 def _person_lines():
-    """``say(kind, fraction, text)`` for a terminal: a progress bar, warnings on stderr."""
+    """``say(kind, fraction, text)`` for a terminal: a progress bar, warnings printed above it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     display = Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn(), transient=True)
