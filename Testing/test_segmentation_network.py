@@ -81,7 +81,6 @@ def small_phantom_slices():
     return slices, pre
 
 
-@pytest.mark.slow
 def test_a_few_training_steps_lower_the_loss(small_phantom_slices):
     slices, pre = small_phantom_slices
     config = TrainConfig(architecture=TINY, preprocess=pre, augment=None, epochs=6, batch_size=4, lr=2e-2,
@@ -92,7 +91,6 @@ def test_a_few_training_steps_lower_the_loss(small_phantom_slices):
     assert np.mean(losses[-3:]) < 0.75 * losses[0], losses
 
 
-@pytest.mark.slow
 def test_resume_continues_exactly(small_phantom_slices, tmp_path):
     slices, pre = small_phantom_slices
     settings = dict(architecture=TINY, preprocess=pre, augment=AugmentConfig(), batch_size=4, lr=1e-3, seed=5)
@@ -185,7 +183,6 @@ def test_cv_sources_keep_other_groups_always_in_training():
     assert sorted(held) == ["real:0", "real:1", "real:2"]
 
 
-@pytest.mark.slow
 def test_oversampling_draws_a_source_k_times_per_epoch(small_phantom_slices):
     slices, pre = small_phantom_slices  # 4 phantom slices
     steps = []
