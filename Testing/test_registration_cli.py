@@ -77,6 +77,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "phantom atlas kind must be one of healthy, degenerated" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tune_registration_in_two_processes_resumes_and_writes_runnable_best_maps(cohort_with_masks, tmp_path, capsys):
     import json
 
