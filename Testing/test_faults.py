@@ -146,6 +146,19 @@ def test_run_refuses_an_id_that_is_not_a_plain_name(cohort, tmp_path, capsys, co
     assert not Path("/tmp/escaped").exists()
 
 
+def test_a_cohort_built_in_python_is_checked_too(cohort, tmp_path):
+    from dataclasses import replace
+
+    from discvbr.manifest import Cohort, read_manifest
+    from discvbr.pipeline import run_pipeline
+
+    entries = list(read_manifest(cohort / "manifest.csv").entries)
+    entries[0] = replace(entries[0], session="../../escaped")
+    with pytest.raises(DiscVBRError, match=r"session of subject 'sub-01': '\.\./\.\./escaped' is not a valid id"):
+        run_pipeline(Cohort(tuple(entries)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_register_refuses_a_subject_id_or_a_level_that_is_not_a_plain_name(cohort, tmp_path, capsys):
     mask = cohort / "sub-01" / "ses-baseline" / "discs.nii.gz"
     code, _, err = _cli(capsys, "register", "--mask", mask, "--subject", "../escaped", "--out", tmp_path / "out")

@@ -99,6 +99,7 @@ def demo_command(
     Simulates a cohort, segments it with the shipped model, registers every disc to the
     default atlas, fits T1rho and T2 in atlas space, runs the paper's analyses, writes
     figures and an HTML report, and prints how well the planted effects were found.
+    Resumable like run; exit status 3 when a session failed, 2 when --out is in use.
     """
     from discvbr.pipeline.config import load_config
     from discvbr.pipeline.demo import run_demo

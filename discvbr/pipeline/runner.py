@@ -172,6 +172,9 @@ def run_pipeline(
     # every row is checked from the file headers (ids, files, echo counts, grids) before
     # any work, so that a bad row cannot stop the run half-way
     cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest, check_images=True)
+    for entry in cohort:  # a Cohort built in Python did not go through the manifest's checks
+        check_id(entry.subject, what=f"subject of session {entry.key!r}")
+        check_id(entry.session, what=f"session of subject {entry.subject!r}")
     for i, analysis in enumerate(config.statistics.analyses):
         check_id(analysis.name, what=f"settings, statistics.analyses[{i}].name (the analysis' output folder)")
     mode = _data_mode(cohort)
