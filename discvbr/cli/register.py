@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from discvbr.cli import app
+from discvbr.cli import EXIT_INCOMPLETE, app
 
 _PARAM_HELP = "Defaults are the paper's tuned values (Iriondo et al., MRM 2020)."
 
@@ -25,6 +25,7 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
     from discvbr.errors import DiscVBRError
     from discvbr.io import parse_times
     from discvbr.manifest import SeriesRef, read_manifest
+    from discvbr.naming import check_id
 
     if (manifest is None) == (mask is None):
         raise DiscVBRError("give either --manifest (a cohort) or --mask (one subject)")
@@ -37,6 +38,7 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
         if missing:
             typer.echo(f"skipping {len(missing)} session(s) without a mask: {', '.join(missing[:8])}", err=True)
         return [r for r in rows if r[2] is not None]
+    check_id(subject, what="--subject")
     refs = {}
     for kind, (path, times) in series.items():
         if path is None:
@@ -74,7 +76,7 @@ def register_command(
     the parameters that ran, det J map, registration.json), <kind>_atlas.nii.gz (echoes on the
     atlas grid, NaN outside the atlas discs) and mask_atlas.nii.gz; and <out>/registration_qc.csv
     with Dice, det J statistics, Kolmogorov-Smirnov distance and flags per disc. Exits with
-    status 1 when some disc failed (the others are complete).
+    status 3 when some disc failed (the others are complete).
     """
     import numpy as np
     from rich.progress import Progress
@@ -196,7 +198,7 @@ def register_command(
     for failure in failures[:10]:
         typer.echo(f"  failed: {failure.message}", err=True)
     if failures:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_INCOMPLETE)
 
 
 @app.command("tune-registration")
@@ -288,6 +290,7 @@ def build_atlas_command(
     """Build a disc atlas from your own healthy subject, the phantom, or a real example subject."""
     from discvbr.errors import DiscVBRError
     from discvbr.io import read_image
+    from discvbr.naming import check_id
     from discvbr.phantom.atlas import phantom_atlas_labels, real_atlas_labels
     from discvbr.registration import available_atlases, build_atlas, save_atlas
 
@@ -297,6 +300,7 @@ def build_atlas_command(
         return
     if out is None:
         raise DiscVBRError("give --out, the atlas folder to write")
+    atlas_name = check_id(name or out.resolve().name, what="--name" if name else "atlas name (the --out folder's name; give --name)")
     if sum(x is not None for x in (labels, phantom, real)) != 1:
         raise DiscVBRError("give exactly one of --labels, --phantom or --real")
     if mode not in ("2d", "3d"):
@@ -310,6 +314,6 @@ def build_atlas_command(
         if real_subject is None:
             raise DiscVBRError("--real needs --real-subject (a subject folder name, e.g. sub-20)")
         label_map, source = real_atlas_labels(real, real_subject, mode=mode)
-    atlas = build_atlas(label_map, name=name or out.name, description=description, source=source)
+    atlas = build_atlas(label_map, name=atlas_name, description=description, source=source)
     save_atlas(atlas, out)
     typer.echo(f"atlas {atlas.name!r} ({atlas.mode}, discs {', '.join(str(v) for v in atlas.levels)}) written to {out}")

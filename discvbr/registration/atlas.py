@@ -27,6 +27,7 @@ from discvbr import __version__
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image, read_image, require_sagittal, write_image, write_json
 from discvbr.levels import DISC_LEVELS, level_of
+from discvbr.naming import check_id
 from discvbr.registration.crop import bounding_box, crop
 
 __all__ = [
@@ -199,7 +200,7 @@ def load_atlas(name_or_path: str | os.PathLike, *, mode: str | None = None) -> A
         raise DiscVBRError(f"atlas mode must be '2d' or '3d', got {mode!r}")
     folder = Path(name_or_path)
     if not (folder / "atlas.json").is_file():
-        name = str(name_or_path)
+        name = check_id(str(name_or_path), what="atlas (neither a folder with atlas.json nor a shipped atlas name)")
         candidates = [name] + ([f"{name}-{mode}"] if mode else [])
         found = [ATLAS_DIR / c for c in candidates if (ATLAS_DIR / c / "atlas.json").is_file()]
         if not found:
