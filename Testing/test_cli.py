@@ -90,7 +90,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["discvbr: error: --t1rho-times: 'ten' is not a number (times are in ms, separated by ';')"]
+    assert result.stderr.strip().splitlines() == ["discvbr: error: --t1rho-times: 'ten' is not a number (times are in ms, separated by ',' or ';')"]
     assert not (tmp_path / "c").exists()
 
 

@@ -288,6 +288,7 @@ def test_series_on_another_grid_names_subject_and_disc(known):
 # ------------------------------------------------------------------ one small 3D case
 
 
+@pytest.mark.slow
 def test_stack_registration_3d_known_deformation():
     # a 3D atlas disc (6 slices of 4 mm) rotated, scaled and shifted in plane; 50 iterations
     # (not the paper's 200) keep the test short and already reach the bar

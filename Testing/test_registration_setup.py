@@ -27,7 +27,7 @@ from discvbr.registration.params import (
 )
 from discvbr.registration.qc import DiscQC, QCThresholds, dice, flag_disc, jacobian_summary
 
-SHIPPED = ["affine-2d.txt", "bspline-2d.txt", "affine-3d.txt", "bspline-3d.txt"]
+SHIPPED = [f"{folder}{name}" for folder in ("", "paper/") for name in ("affine-2d.txt", "bspline-2d.txt", "affine-3d.txt", "bspline-3d.txt")]
 
 # ------------------------------------------------------------------ atlases
 
@@ -100,18 +100,37 @@ def test_shipped_parameter_files_parse_as_elastix_reads_them(name):
     assert read_parameter_file(PARAMETER_DIR / name) == theirs
 
 
-def test_shipped_files_hold_the_papers_method():
+def test_paper_preset_files_hold_the_papers_method():
     for ndim in (2, 3):
-        affine, bspline = load_parameter_files(ndim)
+        affine, bspline = load_parameter_files(ndim, parameter_dir=PARAMETER_DIR / "paper")
         assert affine["Transform"] == ("AffineTransform",) and affine["NumberOfResolutions"] == ("4",)
         assert affine["FixedImagePyramid"] == ("FixedRecursiveImagePyramid",)
         assert affine["AutomaticTransformInitializationMethod"] == ("CenterOfGravity",)
         assert bspline["Metric"] == ("AdvancedMattesMutualInformation", "TransformRigidityPenalty")
         assert bspline["FinalGridSpacingInVoxels"] == ("2",) and bspline["MaximumNumberOfIterations"] == ("200",)
         assert bspline["Metric1Weight"] == ("0.77",) and float(bspline["MaximumStepLength"][0]) == 0.1
+        assert affine["DiscVBRInputImage"] == bspline["DiscVBRInputImage"] == ("mask",)
         for pm in (affine, bspline):
             levels = int(pm["NumberOfResolutions"][0])
             assert len(pm["FixedImagePyramidSchedule"]) == levels * ndim
+
+
+def test_default_files_hold_the_paper_pipeline_on_depth_maps():
+    # same stages, pyramids and initialisation as the paper; mean squares of depth maps, an
+    # 8-voxel final grid and rigidity weight 4 (issue 17's benchmark)
+    for ndim in (2, 3):
+        affine, bspline = load_parameter_files(ndim)
+        paper_affine, paper_bspline = load_parameter_files(ndim, parameter_dir=PARAMETER_DIR / "paper")
+        for ours, theirs in ((affine, paper_affine), (bspline, paper_bspline)):
+            for key in ("Transform", "NumberOfResolutions", "FixedImagePyramidSchedule", "Optimizer", "MaximumNumberOfIterations"):
+                assert ours[key] == theirs[key]
+        assert affine["AutomaticTransformInitializationMethod"] == ("CenterOfGravity",)
+        assert affine["Metric"] == ("AdvancedMeanSquares",)
+        assert bspline["Metric"] == ("AdvancedMeanSquares", "TransformRigidityPenalty")
+        assert bspline["FinalGridSpacingInVoxels"] == ("8",) and bspline["Metric1Weight"] == ("4",)
+        assert affine["DiscVBRInputImage"] == bspline["DiscVBRInputImage"] == ("distance",)
+    defaults = RegistrationParams()
+    assert (defaults.final_grid_spacing, defaults.iterations, defaults.rigidity_weight) == (8.0, 200, 4.0)
 
 
 def test_parameter_map_text_round_trip(tmp_path):
@@ -206,5 +225,22 @@ def test_flags_follow_thresholds():
     qc = DiscQC(0.97, 1.0, 0.1, 0.5, 1.5, 0.0, 2.0, 400, 420, ks_distance=0.05)
     assert flag_disc(qc) == []
     bad = DiscQC(0.80, 1.0, 0.6, -0.1, 1.5, 0.01, 2.0, 400, 420, ks_distance=0.5)
-    assert flag_disc(bad) == ["low-dice", "folding", "irregular-jacobian", "histogram-changed"]
-    assert flag_disc(bad, QCThresholds(min_dice=0.5, max_folded_fraction=0.05, max_det_jacobian_sd=1.0, max_ks_distance=0.6)) == []
+    assert flag_disc(bad) == ["low-dice", "folding", "irregular-jacobian", "jacobian-range", "histogram-changed"]
+    lenient = QCThresholds(
+        min_dice=0.5, max_folded_fraction=0.05, max_det_jacobian_sd=1.0, det_jacobian_range=(-0.2, 2.0), max_ks_distance=0.6
+    )
+    assert flag_disc(bad, lenient) == []
+
+
+def test_phantom_atlas_labels_rebuild_the_shipped_atlas():
+    # the phantom-side builder (discvbr.phantom.atlas) remakes the shipped healthy 2D atlas
+    # voxel for voxel from the provenance stored with it
+    from discvbr.phantom.atlas import phantom_atlas_labels
+
+    shipped = load_atlas("phantom-healthy", mode="2d")
+    labels, source = phantom_atlas_labels("healthy", mode="2d", seed=int(shipped.source["seed"]))
+    rebuilt = build_atlas(labels, name="rebuilt", source=source)
+    assert rebuilt.labels.shape == shipped.labels.shape
+    np.testing.assert_allclose(rebuilt.labels.affine, shipped.labels.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(rebuilt.labels.array), np.asarray(shipped.labels.array))
+    assert source["kind"] == "healthy" and source["degeneration"] == shipped.source["degeneration"]

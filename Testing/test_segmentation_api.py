@@ -190,7 +190,13 @@ def test_unavailable_or_unknown_device_is_a_clear_error(tiny_model):
 def test_cli_segment_writes_outputs_and_reports_progress(tiny_model, tmp_path, capsys):
     image = _phantom_like()
     path = write_image(tmp_path / "echo1.nii.gz", image)
-    status = main(["segment", str(path), "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu"])
+    status = main(["segment", str(path), "--out", str(tmp_path / "person"), "--model", str(tiny_model), "--device", "cpu"])
+    person = capsys.readouterr().out
+    # a person's terminal gets no machine lines, but the report's path
+    assert status == 0 and f"report: {tmp_path / 'person' / 'segmentation.json'}" in person
+    assert not any(line.split(" ")[0] in ("PROGRESS", "WARNING", "RESULT") for line in person.splitlines())
+    status = main(["segment", "--machine-output", str(path), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                   "--device", "cpu"])
     captured = capsys.readouterr().out.splitlines()
     assert status == 0
     assert captured[0].startswith("PROGRESS 0.000") and captured[-1] == f"RESULT {tmp_path / 'out' / 'segmentation.json'}"

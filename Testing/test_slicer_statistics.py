@@ -142,6 +142,7 @@ def test_pipeline_on_a_manifest_runs_in_a_child_process(study, tmp_path):
     job.close()
 
 
+@pytest.mark.slow
 def test_demo_scene_bundle(study, tmp_path):
     """The README's script: a headless scene with the segmentation, registered maps and the r mesh, saved as .mrb."""
     manifest, folder = study

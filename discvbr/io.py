@@ -35,6 +35,8 @@ __all__ = [
     "EchoSeries",
     "atomic_write",
     "ensure_writable",
+    "check_file",
+    "check_geometry",
     "write_json",
     "read_image",
     "read_geometry",
@@ -275,6 +277,58 @@ def write_image(path: str | os.PathLike, image: Image | np.ndarray, affine: np.n
 # --------------------------------------------------------------------------- reading
 
 
+def check_file(path: str | os.PathLike, *, what: str = "image") -> Path:
+    """Return ``path`` when it is an existing file; otherwise say what it is instead.
+
+    Raises
+    ------
+    DiscVBRError
+        ``"<what> <path> is a folder, not a file"`` or ``"<what> file not found: <path>"``
+        (``what`` may be empty when the caller names the file itself).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    named = f"{what} " if what else ""
+    if path.is_dir():
+        raise DiscVBRError(f"{named}{path} is a folder, not a file")
+    raise DiscVBRError(f"{named}file not found: {path}")
+
+
+def check_geometry(affine: np.ndarray, *, what: str = "image") -> np.ndarray:
+    """Refuse a voxel -> RAS affine that no resampling or orientation step can use.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        As read from a file header.
+    what : str
+        How to name the image in the message (usually its path).
+
+    Returns
+    -------
+    ndarray
+        ``affine`` as float64.
+
+    Raises
+    ------
+    DiscVBRError
+        When an entry is not finite, a voxel size is zero, or the axes are degenerate
+        (the header's spacing or direction is damaged).
+    """
+    affine = np.asarray(affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        raise DiscVBRError(f"{what}: the header's geometry (voxel size, origin or direction) holds a non-finite value")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing <= 0):
+        raise DiscVBRError(
+            f"{what}: voxel size {np.round(spacing, 6).tolist()} mm in the header; every voxel size must be positive"
+        )
+    if abs(np.linalg.det(affine[:3, :3] / spacing)) < 1e-6:
+        raise DiscVBRError(f"{what}: the header's voxel axes are parallel (degenerate direction matrix)")
+    return affine
+
+
 def read_image(path: str | os.PathLike, *, what: str = "image") -> Image:
     """Read a NIfTI or NRRD image with its geometry.
 
@@ -296,21 +350,17 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> Image:
     DiscVBRError
         When the file is missing, not an image, or unreadable.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DiscVBRError(f"{what} file not found: {path}")
+    path = check_file(path, what=what)
     kind = _suffix_kind(path)
     try:
         if kind == "nifti":
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            return Image(np.asanyarray(img.dataobj), img.affine)
+            img, affine = _load_nifti(path, what=f"{what} {path}")
+            return Image(np.asanyarray(img.dataobj), affine)
         import nrrd
 
         data, header = nrrd.read(str(path), index_order="F")
         data, affine = _nrrd_to_ras(data, header)
-        return Image(data, affine)
+        return Image(data, check_geometry(affine, what=f"{what} {path}"))
     except DiscVBRError:
         raise
     except Exception as exc:  # nibabel/pynrrd raise many types for a damaged file
@@ -319,27 +369,46 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> Image:
 
 def read_geometry(path: str | os.PathLike, *, what: str = "image") -> tuple[tuple[int, ...], np.ndarray]:
     """Shape (list axis last) and affine of an image file, from its header only (cheap)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DiscVBRError(f"{what} file not found: {path}")
+    path = check_file(path, what=what)
     kind = _suffix_kind(path)
     try:
         if kind == "nifti":
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=float)
+            img, affine = _load_nifti(path, what=f"{what} {path}")
+            return tuple(int(s) for s in img.shape), affine
         import nrrd
 
         header = nrrd.read_header(str(path))
         affine, list_axes = _nrrd_geometry(header)
         sizes = [int(s) for i, s in enumerate(header["sizes"]) if i not in list_axes]
         sizes += [int(header["sizes"][i]) for i in list_axes]
-        return tuple(sizes), affine
+        return tuple(sizes), check_geometry(affine, what=f"{what} {path}")
     except DiscVBRError:
         raise
     except Exception as exc:
         raise DiscVBRError(f"{what} file {path} could not be read: {exc}") from None
+
+
+def _load_nifti(path: Path, *, what: str):
+    """A NIfTI image (data not read yet) and its checked affine.
+
+    nibabel takes a zero voxel size as 1 mm when it loads a header (and logs a line on the
+    terminal); a file saying 0 or NaN is damaged, whatever affine nibabel would make of it,
+    so the voxel sizes (pixdim) are first read as they are on disk.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        block = fh.read(nib.Nifti2Header.template_dtype.itemsize)
+    header_class = nib.Nifti2Header if nib.Nifti2Header.may_contain_header(block) else nib.Nifti1Header
+    raw = header_class(block[: header_class.template_dtype.itemsize], check=False)
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=float)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise DiscVBRError(
+            f"{what}: voxel size {pixdim.tolist()} mm in the header (pixdim); every voxel size must be a positive number"
+        )
+    img = nib.load(str(path))
+    return img, check_geometry(img.affine, what=what)
 
 
 def _nrrd_geometry(header: dict) -> tuple[np.ndarray, list[int]]:
@@ -396,7 +465,7 @@ def parse_times(text: str | Sequence[float], *, what: str = "times") -> np.ndarr
             try:
                 values.append(float(p))
             except ValueError:
-                raise DiscVBRError(f"{what}: {p!r} is not a number (times are in ms, separated by ';')") from None
+                raise DiscVBRError(f"{what}: {p!r} is not a number (times are in ms, separated by ',' or ';')") from None
         return validate_times(values, what=what)
     return validate_times(text, what=what)
 

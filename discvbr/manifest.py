@@ -4,13 +4,14 @@ A manifest is a CSV (``.csv``) or TSV (``.tsv``) file that users fill in by hand
 or that :mod:`discvbr.phantom` writes. Columns (header names are case-insensitive):
 
 ============================  ==========================================================
-``subject``                   subject identifier (required, non-empty)
-``session``                   session identifier (optional; default ``"1"``)
+``subject``                   subject identifier (required; a plain name, see
+                              :mod:`discvbr.naming`: it becomes a folder name)
+``session``                   session identifier (optional; default ``"1"``; a plain name)
 ``t1rho``, ``t2``             the series: one 4D image, or one 3D image per echo
                               separated by ``;``. Paths are relative to the manifest's
                               folder. At least one series per row.
 ``t1rho_times``, ``t2_times`` spin-lock / echo times in ms, separated by ``;``
-                              (required with their series)
+                              (required with their series; ``,`` also works)
 ``mask``                      optional disc label map on the grid of the first series
                               (1 = L5S1 ... 5 = L1L2), e.g. manual or corrected masks
 ``age``                       years
@@ -41,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from discvbr.errors import DiscVBRError
-from discvbr.io import EchoSeries, atomic_write, parse_times, read_geometry, read_series
+from discvbr.io import EchoSeries, atomic_write, check_file, parse_times, read_geometry, read_series
 from discvbr.levels import DISC_LEVELS
+from discvbr.naming import check_id
 
 __all__ = [
     "SERIES_KINDS",
@@ -210,7 +212,7 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True, check_f
     """
     path = Path(path)
     if not path.is_file():
-        raise DiscVBRError(f"manifest not found: {path}")
+        raise DiscVBRError(f"manifest {path} is a folder, not a file" if path.is_dir() else f"manifest not found: {path}")
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -291,6 +293,11 @@ def _parse_row(
         return None
     session = row.get("session", "").strip() or "1"
     n_before = len(problems)
+    for name, value in (("subject", subject), ("session", session)):
+        try:
+            check_id(value, what=f"row {line}, field '{name}'")
+        except DiscVBRError as exc:
+            problems.append(str(exc))
 
     series: dict[str, SeriesRef] = {}
     for kind in SERIES_KINDS:
@@ -310,7 +317,7 @@ def _parse_row(
         if check_images:
             _check_series(ref, where, problems)
         elif check_files:
-            problems.extend(f"{where}, field '{kind}': file not found: {p}" for p in paths if not p.is_file())
+            problems.extend(f"{where}, field '{kind}': {_file_problem(p)}" for p in paths if not p.is_file())
         series[kind] = ref
     if not series and len(problems) == n_before:
         problems.append(f"{where}: no series; fill in {' or '.join(SERIES_KINDS)}")
@@ -322,7 +329,7 @@ def _parse_row(
         if check_images and series and len(problems) == n_before:
             _check_mask(mask, next(iter(series.values())), where, problems)
         elif check_files and not mask.is_file():
-            problems.append(f"{where}, field 'mask': file not found: {mask}")
+            problems.append(f"{where}, field 'mask': {_file_problem(mask)}")
 
     variables: dict[str, object] = {}
     for column, text in row.items():
@@ -347,6 +354,14 @@ def _parse_row(
     return SessionEntry(subject, session, series, mask, variables)
 
 
+def _file_problem(path: Path) -> str:
+    try:
+        check_file(path, what="")
+    except DiscVBRError as exc:
+        return str(exc)
+    return ""
+
+
 def _resolve(base: Path, text: str) -> Path:
     p = Path(text.strip()).expanduser()
     return p if p.is_absolute() else base / p
@@ -357,7 +372,7 @@ def _check_series(ref: SeriesRef, where: str, problems: list[str]) -> None:
     geometries = []
     for i, p in enumerate(ref.paths):
         if not p.is_file():
-            problems.append(f"{field_name}: file not found: {p}")
+            problems.append(f"{field_name}: {_file_problem(p)}")
             return
         try:
             geometries.append(read_geometry(p, what=f"{ref.kind} echo {i + 1}"))

@@ -4,6 +4,18 @@ Each stage of the pipeline adds its sub-command in a module of this package
 (``discvbr/cli/<stage>.py``) that registers itself on :data:`app`; heavy imports
 (torch, itk) happen inside the command functions so ``discvbr --help`` stays fast.
 User errors (:class:`discvbr.DiscVBRError`) print one line and exit with status 2.
+
+Exit statuses, the same for every sub-command:
+
+* 0 (:data:`EXIT_OK`): done;
+* 1: a bug in DiscVBR (the traceback is printed; please report it);
+* 2 (:data:`EXIT_USER_ERROR`): bad input or settings, one ``discvbr: error:`` line, before
+  any work (nothing written), or an output folder in use by another run;
+* 3 (:data:`EXIT_INCOMPLETE`): the command finished but some of its work failed (a session
+  of ``run``, a disc of ``register``, no voxel fitted by ``fit``); the rest is complete
+  and the summary says what failed and why;
+* 130 (:data:`EXIT_INTERRUPTED`): interrupted (Ctrl-C); completed steps are kept and the
+  same command resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +26,11 @@ import typer
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="discvbr",
@@ -57,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="discvbr", standalone_mode=True)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except DiscVBRError as exc:
         typer.echo(f"discvbr: error: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        typer.echo("discvbr: interrupted; completed outputs are kept", err=True)
-        return 130
-    return 0
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # before typer runs the command (typer turns it into exit 130 there)
+        code = EXIT_INTERRUPTED
+    else:
+        code = EXIT_OK
+    if code == EXIT_INTERRUPTED:
+        typer.echo("discvbr: interrupted; completed steps are kept; run the same command again to resume", err=True)
+    return code
 
 
 def run() -> None:

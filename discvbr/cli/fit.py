@@ -8,6 +8,7 @@ when the mask is a label map, and provenance (version, inputs, parameters).
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from discvbr import __version__
-from discvbr.cli import app
+from discvbr.cli import EXIT_INCOMPLETE, app
 from discvbr.errors import DiscVBRError
 
 if TYPE_CHECKING:
@@ -72,7 +73,11 @@ def fit_command(
     dtype: str = typer.Option("float32", "--dtype", help="Working precision: float32 (fast) or float64."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the numpy backend (default: all)."),
 ) -> None:
-    """Fit mono-exponential T1rho/T2 maps voxel by voxel (S = S0 exp(-t/T))."""
+    """Fit mono-exponential T1rho/T2 maps voxel by voxel (S = S0 exp(-t/T)).
+
+    Exit status 0: maps written; 3: maps written but no voxel gave a valid fit (a warning
+    says why, from the status counts); 2: bad input, nothing written.
+    """
     from discvbr import io
     from discvbr.fitting import estimate_noise_sigma, fit_monoexp, get_preset
     from discvbr.fitting.outputs import MAP_FILES, fit_summary, write_fit_maps
@@ -108,8 +113,14 @@ def fit_command(
     )
     elapsed = time.perf_counter() - start
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_fit_maps(out, grid, result)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_fit_maps(out, grid, result)
+    except BaseException:
+        if created:  # no empty or half-filled folder left behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     summary = {
         "discvbr_version": __version__,
         "command": "fit",
@@ -136,6 +147,10 @@ def fit_command(
         f"fitted {summary['voxels']['fitted']} voxels: {summary['voxels']['valid']} valid, median T "
         f"{'n/a' if median is None else f'{median:.2f} ms'} ({elapsed:.2f} s); wrote {out}"
     )
+    if summary["voxels"]["valid"] == 0:
+        reasons = ", ".join(f"{name} {n}" for name, n in summary["status_counts"].items() if n and name != "CONVERGED")
+        typer.echo(f"discvbr: warning: no voxel could be fitted ({reasons}); see status.nii.gz and {SUMMARY_FILE}", err=True)
+        raise typer.Exit(code=EXIT_INCOMPLETE)
 
 
 def _series_paths(series: list[Path], extra: list[str]) -> list[Path]:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from discvbr.cli import app
+from discvbr.cli import EXIT_INCOMPLETE, app
 
 _PARAM_HELP = "Defaults are the paper's tuned values (Iriondo et al., MRM 2020)."
 
@@ -25,6 +25,7 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
     from discvbr.errors import DiscVBRError
     from discvbr.io import parse_times
     from discvbr.manifest import SeriesRef, read_manifest
+    from discvbr.naming import check_id
 
     if (manifest is None) == (mask is None):
         raise DiscVBRError("give either --manifest (a cohort) or --mask (one subject)")
@@ -37,6 +38,7 @@ def _sessions(manifest: Optional[Path], mask: Optional[Path], subject: str, seri
         if missing:
             typer.echo(f"skipping {len(missing)} session(s) without a mask: {', '.join(missing[:8])}", err=True)
         return [r for r in rows if r[2] is not None]
+    check_id(subject, what="--subject")
     refs = {}
     for kind, (path, times) in series.items():
         if path is None:
@@ -60,9 +62,9 @@ def register_command(
     atlas: str = typer.Option("phantom-healthy", "--atlas", "-a", help="Shipped atlas name (see 'discvbr build-atlas --list') or an atlas folder."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Discs to register, e.g. 'L4L5,L5S1' (default: all five)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (one disc each at a time)."),
-    grid_spacing: float = typer.Option(2.0, "--grid-spacing", min=0.5, help=f"B-spline final grid spacing, voxels. {_PARAM_HELP}"),
+    grid_spacing: float = typer.Option(8.0, "--grid-spacing", min=0.5, help=f"B-spline final grid spacing, voxels (paper: 2). {_PARAM_HELP}"),
     iterations: int = typer.Option(200, "--iterations", min=1, help=f"B-spline iterations per resolution. {_PARAM_HELP}"),
-    rigidity_weight: float = typer.Option(0.77, "--rigidity-weight", min=0.0, help=f"Rigidity penalty weight. {_PARAM_HELP}"),
+    rigidity_weight: float = typer.Option(4.0, "--rigidity-weight", min=0.0, help=f"Rigidity penalty weight (paper: 0.77). {_PARAM_HELP}"),
     parameters: Optional[Path] = typer.Option(None, "--parameters", help="Folder with your own affine-{2d,3d}.txt and bspline-{2d,3d}.txt."),
     margin: float = typer.Option(10.0, "--margin-mm", min=0.0, help="Margin around each disc's bounding box, mm."),
     seed: int = typer.Option(0, "--seed", help="Seed of elastix's random sampling."),
@@ -74,7 +76,7 @@ def register_command(
     the parameters that ran, det J map, registration.json), <kind>_atlas.nii.gz (echoes on the
     atlas grid, NaN outside the atlas discs) and mask_atlas.nii.gz; and <out>/registration_qc.csv
     with Dice, det J statistics, Kolmogorov-Smirnov distance and flags per disc. Exits with
-    status 1 when some disc failed (the others are complete).
+    status 3 when some disc failed (the others are complete).
     """
     import numpy as np
     from rich.progress import Progress
@@ -196,7 +198,7 @@ def register_command(
     for failure in failures[:10]:
         typer.echo(f"  failed: {failure.message}", err=True)
     if failures:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_INCOMPLETE)
 
 
 @app.command("tune-registration")
@@ -288,7 +290,9 @@ def build_atlas_command(
     """Build a disc atlas from your own healthy subject, the phantom, or a real example subject."""
     from discvbr.errors import DiscVBRError
     from discvbr.io import read_image
-    from discvbr.registration import available_atlases, build_atlas, phantom_atlas_labels, real_atlas_labels, save_atlas
+    from discvbr.naming import check_id
+    from discvbr.phantom.atlas import phantom_atlas_labels, real_atlas_labels
+    from discvbr.registration import available_atlases, build_atlas, save_atlas
 
     if list_atlases:
         for atlas_name, text in available_atlases().items():
@@ -296,6 +300,7 @@ def build_atlas_command(
         return
     if out is None:
         raise DiscVBRError("give --out, the atlas folder to write")
+    atlas_name = check_id(name or out.resolve().name, what="--name" if name else "atlas name (the --out folder's name; give --name)")
     if sum(x is not None for x in (labels, phantom, real)) != 1:
         raise DiscVBRError("give exactly one of --labels, --phantom or --real")
     if mode not in ("2d", "3d"):
@@ -309,6 +314,6 @@ def build_atlas_command(
         if real_subject is None:
             raise DiscVBRError("--real needs --real-subject (a subject folder name, e.g. sub-20)")
         label_map, source = real_atlas_labels(real, real_subject, mode=mode)
-    atlas = build_atlas(label_map, name=name or out.name, description=description, source=source)
+    atlas = build_atlas(label_map, name=atlas_name, description=description, source=source)
     save_atlas(atlas, out)
     typer.echo(f"atlas {atlas.name!r} ({atlas.mode}, discs {', '.join(str(v) for v in atlas.levels)}) written to {out}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from discvbr.cli import app
+from discvbr.cli import EXIT_INCOMPLETE, app
 
 
 def _progress_bars():
@@ -56,6 +56,8 @@ def run_command(
 
     Resumable: completed steps whose inputs and settings are unchanged are skipped.
     One failing subject never stops the others; a summary says what failed and why.
+    Exit status 0: every session ran; 3: some session failed (the others are complete);
+    2: bad manifest or settings, or --out in use by another run; 130: interrupted.
     """
     from discvbr.errors import DiscVBRError
     from discvbr.pipeline.config import config_template as template
@@ -72,6 +74,15 @@ def run_command(
     with display:
         result = run_pipeline(manifest, out, config=settings, workers=workers, scheduler=scheduler, progress=update)
     _print_summary(result.summary(), out)
+    _exit_on_failures(result)
+
+
+def _exit_on_failures(result) -> None:
+    """Exit with :data:`EXIT_INCOMPLETE` when a session failed, saying so last."""
+    if result.failed:
+        typer.echo(f"discvbr: {len(result.failed)} of {len(result.sessions)} session(s) failed; "
+                   "see the list above and tables/failures.csv", err=True)
+        raise typer.Exit(code=EXIT_INCOMPLETE)
 
 
 @app.command("demo")
@@ -88,6 +99,7 @@ def demo_command(
     Simulates a cohort, segments it with the shipped model, registers every disc to the
     default atlas, fits T1rho and T2 in atlas space, runs the paper's analyses, writes
     figures and an HTML report, and prints how well the planted effects were found.
+    Resumable like run; exit status 3 when a session failed, 2 when --out is in use.
     """
     from discvbr.pipeline.config import load_config
     from discvbr.pipeline.demo import run_demo
@@ -119,3 +131,4 @@ def demo_command(
         else:
             typer.echo(f"  analysis {name}: {e['status']}: {e.get('message', '')}")
     typer.echo(f"summary: {result.summary_path}")
+    _exit_on_failures(result.run)

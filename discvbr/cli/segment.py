@@ -1,14 +1,16 @@
 """``discvbr segment``: label the five lumbar discs of a sagittal image or series.
 
-Made to run as a separate process (the Slicer module calls it): it prints one
-``PROGRESS <fraction> <what>`` line per step on stdout (flushed), one
-``WARNING <text>`` line per warning, and ``RESULT <report.json>`` last. Exit status 0:
-done (read the warnings); 2: bad input (one ``discvbr: error:`` line on stderr, nothing
-written); 130: interrupted.
+A person gets a progress bar, the warnings and the files written. With
+``--machine-output`` (what the Slicer module's child process uses) it prints instead one
+``PROGRESS <fraction> <what>`` line per step on stdout (flushed), one ``WARNING <text>``
+line per warning, and ``RESULT <report.json>`` last. Exit status 0: done (read the
+warnings); 2: bad input (one ``discvbr: error:`` line on stderr, nothing written); 130:
+interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,8 +19,38 @@ import typer
 from discvbr.cli import app
 
 
-def _say(line: str) -> None:
-    typer.echo(line)
+def _machine_lines():
+    """``say(kind, fraction, text)`` for the Slicer child process: one parseable line each."""
+
+    def say(kind: str, fraction: float | None, text: str) -> None:
+        if kind == "PROGRESS":
+            typer.echo(f"PROGRESS {fraction:.3f} {text}")
+        elif kind == "INFO":
+            typer.echo(text)
+        else:
+            typer.echo(f"{kind} {text}")
+
+    return contextlib.nullcontext(), say
+
+
+def _person_lines():
+    """``say(kind, fraction, text)`` for a terminal: a progress bar, warnings printed above it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    display = Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn(), transient=True)
+    bar = display.add_task("segmenting", total=1.0)
+
+    def say(kind: str, fraction: float | None, text: str) -> None:
+        if kind == "PROGRESS":
+            display.update(bar, completed=fraction, description=text[:32])
+        elif kind == "WARNING":
+            display.console.print(f"warning: {text}", markup=False, highlight=False, style=None)
+        elif kind == "RESULT":
+            typer.echo(f"report: {text}")
+        else:
+            typer.echo(text)
+
+    return display, say
 
 
 @app.command("segment")
@@ -35,6 +67,11 @@ def segment_command(
     subject: Optional[str] = typer.Option(None, "--subject", help="Name used in warnings and the report (default: the file name)."),
     prefix: str = typer.Option("", "--prefix", help="Prefix of the output file names."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the network (default: torch's choice)."),
+    machine_output: bool = typer.Option(
+        False, "--machine-output",
+        help="Print PROGRESS <fraction> <what>, WARNING <text> and RESULT <report.json> lines for a calling program "
+        "(the Slicer module) instead of a progress bar.",
+    ),
 ) -> None:
     """Segment the lumbar discs (1 = L5S1 ... 5 = L1L2) with the CFCM network.
 
@@ -54,29 +91,31 @@ def segment_command(
     from discvbr.segmentation.segment import segment_discs, write_result
 
     name = subject or image.name.split(".")[0]
-    _say(f"PROGRESS 0.000 reading {image}")
-    img = read_image(image, what="image to segment")
-    array = np.asarray(img.array)
-    if array.ndim == 4:
-        if echo >= array.shape[3]:
-            raise DiscVBRError(f"{image}: echo {echo} requested but the series has {array.shape[3]} echoes")
-        img = Image(array[..., echo], img.affine)
-    elif echo != 0:
-        raise DiscVBRError(f"{image}: --echo {echo} given but the image has a single echo (3D)")
+    display, say = _machine_lines() if machine_output else _person_lines()
+    with display:
+        say("PROGRESS", 0.0, f"reading {image}")
+        img = read_image(image, what="image to segment")
+        array = np.asarray(img.array)
+        if array.ndim == 4:
+            if echo >= array.shape[3]:
+                raise DiscVBRError(f"{image}: echo {echo} requested but the series has {array.shape[3]} echoes")
+            img = Image(array[..., echo], img.affine)
+        elif echo != 0:
+            raise DiscVBRError(f"{image}: --echo {echo} given but the image has a single echo (3D)")
 
-    def progress(done: int, total: int) -> None:
-        _say(f"PROGRESS {0.05 + 0.85 * done / max(total, 1):.3f} slices {done}/{total}")
+        def progress(done: int, total: int) -> None:
+            say("PROGRESS", 0.05 + 0.85 * done / max(total, 1), f"slices {done}/{total}")
 
-    _say("PROGRESS 0.050 loading model")
-    result = segment_discs(
-        img, model=list(model) if model else None, device=device, threshold=threshold, min_size=min_size,
-        mode=mode, batch_size=batch_size, subject=name, progress=progress,
-    )
-    _say("PROGRESS 0.950 writing")
-    paths = write_result(result, out, prefix=prefix)
-    for warning in result.warnings:
-        _say(f"WARNING {warning}")
+        say("PROGRESS", 0.05, "loading model")
+        result = segment_discs(
+            img, model=list(model) if model else None, device=device, threshold=threshold, min_size=min_size,
+            mode=mode, batch_size=batch_size, subject=name, progress=progress,
+        )
+        say("PROGRESS", 0.95, "writing")
+        paths = write_result(result, out, prefix=prefix)
+        for warning in result.warnings:
+            say("WARNING", None, warning)
+        say("PROGRESS", 1.0, "done")
     found = ", ".join(f.level for f in result.findings if f.label) or "none"
-    _say(f"found {found}; review first: {', '.join(result.review_order[:2])}")
-    _say("PROGRESS 1.000 done")
-    _say(f"RESULT {paths['report']}")
+    say("INFO", None, f"found {found}; review first: {', '.join(result.review_order[:2])}")
+    say("RESULT", None, str(paths["report"]))

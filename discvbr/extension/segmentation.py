@@ -182,7 +182,7 @@ class DiscSegmentationLogic(P.ModuleLogic):
         try:
             source = write_image(Path(workdir.name) / "input.nii.gz", Image(np.asarray(image.array, np.float32), image.affine))
             args = [
-                "segment", source, "--out", Path(workdir.name) / "out", "--device", P.text(node, DEVICE),
+                "segment", "--machine-output", source, "--out", Path(workdir.name) / "out", "--device", P.text(node, DEVICE),
                 "--threshold", f"{threshold:g}", "--min-size", str(min_size), "--subject", volume.GetName(),
             ]
             for folder in self.model_folders(node) or []:

@@ -84,7 +84,7 @@ class PhantomConfig:
     t1rho_times, t2_times : tuple of float
         Spin-lock and echo times, ms.
     followup_fraction : float
-        Fraction of subjects with a follow-up session.
+        Fraction of subjects with a follow-up session (exactly, rounded to whole subjects).
     missing_fraction : float
         Fraction of clinical cells left empty in the manifest.
     patient_fraction : float
@@ -149,8 +149,23 @@ class SubjectSpec:
         return {lvl: int(np.clip(np.rint(self.degeneration[lvl]), 1, 5)) for lvl in DISC_LEVELS}
 
 
+#: Seed stream of the cohort-level choice of follow-up subjects (per-subject streams use index, stream).
+_FOLLOWUP_STREAM = 7919
+
+
 def subject_rng(config: PhantomConfig, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([config.seed, index, stream])
+
+
+def followup_subjects(config: PhantomConfig) -> frozenset[int]:
+    """Indices (0-based) of the subjects with a follow-up session.
+
+    Exactly ``followup_fraction`` of the cohort (rounded half up to whole subjects), chosen
+    with the cohort's seed, so that "30 % with a follow-up" is what every run gets.
+    """
+    count = int(np.floor(config.followup_fraction * config.n_subjects + 0.5))
+    rng = np.random.default_rng([config.seed, _FOLLOWUP_STREAM])
+    return frozenset(int(i) for i in rng.choice(config.n_subjects, size=count, replace=False))
 
 
 def draw_subject(config: PhantomConfig, index: int) -> SubjectSpec:
@@ -184,7 +199,7 @@ def draw_subject(config: PhantomConfig, index: int) -> SubjectSpec:
         "fat_thickness": float(np.clip(6.0 + 1.6 * (bmi - 20.0) + rng.normal(0, 3), 4.0, 45.0)),
     }
     followup = None
-    if rng.random() < config.followup_fraction:
+    if index in followup_subjects(config):
         followup = dict(clinical)
         followup["age"] = round(age + 1.0, 1)
         followup["odi"] = float(np.clip(round(odi + rng.normal(0, 6), 0), 0, 100))

@@ -87,14 +87,16 @@ class Step:
         self._started = time.perf_counter()
 
     def finish(self, outputs: Iterable[str | os.PathLike], *, seconds: float | None = None, **extra: object) -> None:
-        """Record completion; ``outputs`` are paths (absolute or relative to the folder).
+        """Record completion; ``outputs`` are paths as written (absolute or relative to the
+        working directory), stored relative to the folder so that the record stays valid
+        from any working directory and when the output folder moves.
 
         ``seconds`` is the step's duration when it was not timed from :meth:`start`.
         """
         if seconds is None and self._started:
             seconds = time.perf_counter() - self._started
-        folder = Path(self.folder)
-        relative = [os.path.relpath(Path(p), folder) if Path(p).is_absolute() else str(p) for p in outputs]
+        folder = Path(self.folder).resolve()
+        relative = [Path(os.path.relpath(Path(p).resolve(), folder)).as_posix() for p in outputs]
         write_json(self.record_path, {
             "step": self.name,
             "key": self.key,

@@ -63,9 +63,9 @@ class RegistrationSettings:
         "shipped healthy phantom atlas of the data's mode (2D or 3D).",
         "default",
     )
-    final_grid_spacing: float = _doc("B-spline final grid spacing, voxels (paper: 2).", 2.0)
+    final_grid_spacing: float = _doc("B-spline final grid spacing, voxels (paper: 2).", 8.0)
     iterations: int = _doc("B-spline iterations per resolution (paper: 200).", 200)
-    rigidity_weight: float = _doc("Weight of the transform rigidity penalty (paper: 0.77).", 0.77)
+    rigidity_weight: float = _doc("Weight of the transform rigidity penalty (paper: 0.77).", 4.0)
     margin_mm: float = _doc("Margin around each disc's bounding box when cropping, mm.", 10.0)
     parameter_folder: str = _doc(
         "Folder with your own elastix parameter files affine-2d.txt, bspline-2d.txt, affine-3d.txt, "

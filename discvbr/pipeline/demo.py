@@ -19,11 +19,16 @@ import pandas as pd
 
 from discvbr.io import atomic_write, ensure_writable, read_image, write_json
 from discvbr.levels import DISC_LEVELS
+from discvbr.pipeline.cache import Step
 from discvbr.pipeline.config import PipelineConfig
+from discvbr.pipeline.lock import output_lock
 from discvbr.pipeline.runner import Progress, RunResult, run_pipeline
 from discvbr.pipeline.session import session_folder
 
-__all__ = ["DemoResult", "run_demo", "evaluate_against_truth"]
+__all__ = ["DemoResult", "run_demo", "evaluate_against_truth", "DEMO_SUMMARY"]
+
+#: Written last, only when the demo completes.
+DEMO_SUMMARY = "demo_summary.json"
 
 
 @dataclass
@@ -61,12 +66,31 @@ def run_demo(
     workers, scheduler, config, progress
         As for :func:`discvbr.pipeline.run_pipeline`.
     followup_fraction : float
-        Subjects with a follow-up session (for the longitudinal analysis).
+        Share of the subjects with a follow-up session (for the longitudinal analysis),
+        exactly: ``round(followup_fraction * subjects)`` of them.
     """
-    from discvbr.phantom import PhantomConfig, write_cohort
-
     out = Path(out)
     ensure_writable(out)
+    with output_lock(out, command="discvbr demo"):
+        (out / DEMO_SUMMARY).unlink(missing_ok=True)  # written again only when this run completes
+        return _run_demo_locked(out, subjects=subjects, mode=mode, seed=seed, workers=workers, scheduler=scheduler,
+                                config=config, followup_fraction=followup_fraction, progress=progress)
+
+
+def _run_demo_locked(
+    out: Path,
+    *,
+    subjects: int,
+    mode: str,
+    seed: int,
+    workers: int,
+    scheduler: str | None,
+    config: PipelineConfig | None,
+    followup_fraction: float,
+    progress: Progress | None,
+) -> DemoResult:
+    from discvbr.phantom import PhantomConfig, write_cohort
+
     phantom = PhantomConfig(n_subjects=subjects, mode=mode, seed=seed, followup_fraction=followup_fraction)
     cohort_dir = out / "cohort"
     if not _same_phantom(cohort_dir, phantom):
@@ -83,7 +107,7 @@ def run_demo(
         title="DiscVBR demo: phantom cohort",
     )
     evaluation = evaluate_against_truth(cohort_dir, run)
-    summary_path = write_json(out / "demo_summary.json", {"run": run.summary(), "evaluation": evaluation})
+    summary_path = write_json(out / DEMO_SUMMARY, {"run": run.summary(), "evaluation": evaluation})
     return DemoResult(run, evaluation, summary_path)
 
 
@@ -137,13 +161,32 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else float("nan")
 
 
+def _agreement_table(cohort_dir: Path, results: Path, outcomes) -> pd.DataFrame:
+    """:func:`_true_mask_means`, written to ``tables/``; a resumable step (it fits every session again)."""
+    path = results / "tables" / "agreement_true_vs_automatic_masks.csv"
+    usable = [o for o in outcomes if o.status != "failed"]
+    inputs = []
+    for o in usable:
+        truth, folder = cohort_dir / o.subject / f"ses-{o.session}", session_folder(results, o.subject, o.session)
+        inputs += [truth / "discs.nii.gz", folder / "masks" / "discs.nii.gz"]
+        for kind in ("t1rho", "t2"):
+            inputs += [p for p in (truth / f"{kind}.nii.gz", folder / "maps" / "native" / f"{kind}_T.nii.gz") if p.is_file()]
+    step = Step("agreement", path.parent, {"sessions": [[o.subject, o.session] for o in usable]}, inputs)
+    if step.done():
+        return pd.read_csv(path)
+    table = _true_mask_means(cohort_dir, results, outcomes)
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
+    step.finish([path])
+    return table
+
+
 def _agreement_section(cohort_dir: Path, results: Path, outcomes):
+    from discvbr.pipeline.report import cached_figure
     from discvbr.render.figures import plot_agreement, save_figure
     from discvbr.render.report import ReportSection
 
-    table = _true_mask_means(cohort_dir, results, outcomes)
-    with atomic_write(results / "tables" / "agreement_true_vs_automatic_masks.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    table = _agreement_table(cohort_dir, results, outcomes)
     section = ReportSection(
         "Biomarker agreement: true vs automatic masks",
         "Mean disc T1rho in subject space from the phantom's true disc labels (the 'manual' masks) and from the "
@@ -153,8 +196,10 @@ def _agreement_section(cohort_dir: Path, results: Path, outcomes):
     if not t1.empty:
         manual = {lvl: t1[t1.level == lvl]["manual"].to_numpy() for lvl in DISC_LEVELS}
         automatic = {lvl: t1[t1.level == lvl]["automatic"].to_numpy() for lvl in DISC_LEVELS}
-        fig = plot_agreement(manual, automatic, quantity="T1rho")
-        section.figures.append(save_figure(fig, results / "figures" / "agreement.png"))
+        section.figures.append(cached_figure(
+            results / "figures" / "agreement.png", {"manual": manual, "automatic": automatic},
+            lambda path: save_figure(plot_agreement(manual, automatic, quantity="T1rho"), path),
+        ))
         section.captions.append("Scatter and Bland-Altman plots per disc")
     return [section]
 

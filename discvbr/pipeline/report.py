@@ -2,14 +2,18 @@
 
 Every figure is also written as a PNG in ``<out>/figures``; the report embeds them with
 the cohort tables. A figure that cannot be drawn (no off-screen OpenGL, say) is reported
-in the log and the report goes on without it.
+in the log and the report goes on without it. Each figure is a resumable step keyed on
+what it shows (the arrays' bytes and the options), so a re-run of a complete folder
+writes the report again without drawing anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,13 +21,56 @@ import pandas as pd
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image, read_image
 from discvbr.levels import DISC_LEVELS
+from discvbr.pipeline.cache import Step
 from discvbr.pipeline.cohort import QUANTITY, AnalysisOutcome, analysis_sessions
 from discvbr.pipeline.config import PipelineConfig, config_to_dict
 from discvbr.pipeline.session import SessionOutcome, session_folder
 
-__all__ = ["write_figures_and_report"]
+__all__ = ["write_figures_and_report", "cached_figure"]
 
 log = logging.getLogger("discvbr.pipeline")
+
+
+def _content_digest(value: object) -> object:
+    """A JSON-ready stand-in for ``value`` in which arrays and images are their SHA-256."""
+    if isinstance(value, Image):
+        return {"image": _content_digest(np.asarray(value.array)), "affine": np.round(value.affine, 6).tolist()}
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        return {"sha256": hashlib.sha256(array.tobytes()).hexdigest(), "shape": list(array.shape), "dtype": str(array.dtype)}
+    if isinstance(value, dict):
+        return {str(k): _content_digest(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_content_digest(v) for v in value]
+    return value
+
+
+def cached_figure(path: Path, shows: dict, draw: Callable[[Path], Path | None]) -> Path | None:
+    """Draw a figure into ``path`` unless a figure of the same content is already there.
+
+    Parameters
+    ----------
+    path : Path
+        The figure file (its folder keeps the step record, ``.steps/<stem>.json``).
+    shows : dict
+        Everything the figure depends on: arrays and images (compared by their bytes),
+        options, titles.
+    draw : callable
+        ``draw(path)`` writes the figure and returns its path, or None when it could not.
+
+    Returns
+    -------
+    Path or None
+        ``path`` when the figure is there, None when it could not be drawn.
+    """
+    digest = hashlib.sha256(json.dumps(_content_digest(shows), sort_keys=True, default=str).encode()).hexdigest()
+    step = Step(f"figure-{path.stem}", path.parent, {"figure": digest})
+    if step.done():
+        return path
+    drawn = draw(path)
+    if drawn is not None:
+        step.finish([drawn])
+    return drawn
 
 
 def _mean_map(out: Path, rows: Sequence[tuple[str, ...]], kind: str, grid: tuple[int, ...]) -> np.ndarray:
@@ -64,16 +111,21 @@ def write_figures_and_report(
     def spine(name: str, maps: np.ndarray, **options) -> Path | None:
         if not settings.enabled:
             return None
-        from discvbr.render.scene import render_spine_maps
 
-        path = figures_dir / f"{name}.png"
-        try:
-            render_spine_maps(atlas_labels, Image(maps, atlas_labels.affine), out=path,
-                              size=(settings.width, settings.height), camera=settings.camera, **options)
-        except DiscVBRError as exc:
-            log.warning("figure %s not drawn: %s", name, exc)
-            return None
-        return path
+        def draw(path: Path) -> Path | None:
+            from discvbr.render.scene import render_spine_maps
+
+            try:
+                render_spine_maps(atlas_labels, Image(maps, atlas_labels.affine), out=path,
+                                  size=(settings.width, settings.height), camera=settings.camera, **options)
+            except DiscVBRError as exc:
+                log.warning("figure %s not drawn: %s", name, exc)
+                return None
+            return path
+
+        shows = {"maps": maps, "atlas": atlas_labels, "size": [settings.width, settings.height], "camera": settings.camera,
+                 **options}
+        return cached_figure(figures_dir / f"{name}.png", shows, draw)
 
     baseline = [(o.subject, o.session) for o in outcomes if o.status != "failed"]
     first_sessions = analysis_sessions(cohort, outcomes, config.statistics.analyses[0]) if config.statistics.analyses else baseline
@@ -124,20 +176,28 @@ def write_figures_and_report(
             mean_a, mean_b = _read(folder / "mean_a.nii.gz"), _read(folder / "mean_b.nii.gz")
             if mean_a is not None and mean_b is not None:
                 cut = analysis.settings.cut
-                fig = plot_group_comparison(
-                    Image(mean_a, atlas_labels.affine), Image(mean_b, atlas_labels.affine), Image(p_values, atlas_labels.affine),
-                    names=(f"{analysis.settings.variable} <= {cut:g}", f"{analysis.settings.variable} > {cut:g}") if cut is not None else ("group a", "group b"),
-                    quantity=quantity, alpha=config.statistics.alpha, labels=atlas_labels,
-                )
-                section.figures.append(save_figure(fig, figures_dir / f"{analysis.settings.name}_groups.png"))
+                names = (f"{analysis.settings.variable} <= {cut:g}", f"{analysis.settings.variable} > {cut:g}") if cut is not None else ("group a", "group b")
+                shows = {"means": [mean_a, mean_b], "p": p_values, "names": names, "quantity": quantity,
+                         "alpha": config.statistics.alpha, "atlas": atlas_labels}
+                section.figures.append(cached_figure(
+                    figures_dir / f"{analysis.settings.name}_groups.png", shows,
+                    lambda path: save_figure(plot_group_comparison(
+                        Image(mean_a, atlas_labels.affine), Image(mean_b, atlas_labels.affine), Image(p_values, atlas_labels.affine),
+                        names=names, quantity=quantity, alpha=config.statistics.alpha, labels=atlas_labels,
+                    ), path),
+                ))
                 section.captions.append("Group means and the corrected p map")
         if settings.enabled and analysis.settings.kind == "voxel" and values is not None and p_values is not None:
             from discvbr.render.figures import plot_voxel_correlation, save_figure
 
-            fig = plot_voxel_correlation(Image(values, atlas_labels.affine), Image(p_values, atlas_labels.affine),
-                                         title=f"{quantity} vs {QUANTITY.get(analysis.settings.second_map, '')}",
-                                         alpha=config.statistics.alpha, labels=atlas_labels)
-            section.figures.append(save_figure(fig, figures_dir / f"{analysis.settings.name}_voxel.png"))
+            title = f"{quantity} vs {QUANTITY.get(analysis.settings.second_map, '')}"
+            shows = {"r": values, "p": p_values, "title": title, "alpha": config.statistics.alpha, "atlas": atlas_labels}
+            section.figures.append(cached_figure(
+                figures_dir / f"{analysis.settings.name}_voxel.png", shows,
+                lambda path: save_figure(plot_voxel_correlation(
+                    Image(values, atlas_labels.affine), Image(p_values, atlas_labels.affine), title=title,
+                    alpha=config.statistics.alpha, labels=atlas_labels), path),
+            ))
             section.captions.append("Voxel-by-voxel correlation")
         for table_name in ("summary", "roi", "clusters"):
             path = folder / f"{table_name}.csv"
@@ -153,7 +213,10 @@ def write_figures_and_report(
     sections.extend(extra_sections)
     tables = out / "tables" / "roi_means.csv"
     if tables.is_file():
-        roi = pd.read_csv(tables)
+        try:
+            roi = pd.read_csv(tables)
+        except pd.errors.EmptyDataError:  # every session failed: the table has no rows nor columns
+            roi = pd.DataFrame()
         if not roi.empty:
             pivot = roi.pivot_table(index=["map", "space"], columns="level", values="mean_T_ms", aggfunc="mean")
             sections.append(ReportSection("Whole-disc means (ms)", "Mean over sessions of each disc's mean T.",
@@ -206,8 +269,10 @@ def _registration_section(out: Path, outcomes, atlas_labels: Image, figures_dir:
             labels = np.asarray(atlas_labels.array)
             before = {lvl: native.with_array(np.where(mask == i, native.array, np.nan)) for i, lvl in enumerate(DISC_LEVELS, 1) if (mask == i).any()}
             after = {lvl: atlas_map.with_array(np.where(labels == i, atlas_map.array, np.nan)) for i, lvl in enumerate(DISC_LEVELS, 1) if lvl in before}
-            fig = plot_registration_qc(before, after, quantity="T1rho")
-            section.figures.append(save_figure(fig, figures_dir / "registration_qc.png"))
+            section.figures.append(cached_figure(
+                figures_dir / "registration_qc.png", {"before": before, "after": after},
+                lambda path: save_figure(plot_registration_qc(before, after, quantity="T1rho"), path),
+            ))
             section.captions.append(f"{example.subject}/{example.session}: T1rho before and after registration")
         except (DiscVBRError, OSError) as exc:
             log.warning("registration QC figure not drawn: %s", exc)

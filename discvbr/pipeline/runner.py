@@ -16,6 +16,10 @@ Output layout::
     <out>/figures/*.png, <out>/report.html
     <out>/provenance.json                 versions, settings, input checksums
     <out>/summary.json, <out>/discvbr.log
+
+A run holds ``<out>/.discvbr.lock`` while it works (:mod:`discvbr.pipeline.lock`), and
+removes the previous ``summary.json`` and ``report.html`` before its first step: they are
+written again only when the run completes, so a folder without them is incomplete.
 """
 
 from __future__ import annotations
@@ -25,20 +29,28 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from discvbr.errors import DiscVBRError
 from discvbr.io import ensure_writable, read_geometry, write_json
 from discvbr.manifest import Cohort, read_manifest
+from discvbr.naming import check_id
 from discvbr.pipeline.cache import file_digest
 from discvbr.pipeline.cohort import AnalysisOutcome, run_analyses, write_tables
 from discvbr.pipeline.config import PipelineConfig, config_to_dict
+from discvbr.pipeline.lock import output_lock
 from discvbr.pipeline.session import SessionOutcome, SessionTask, process_session
 from discvbr.provenance import environment, now
 
-__all__ = ["RunResult", "run_pipeline", "Progress"]
+if TYPE_CHECKING:
+    from discvbr.registration import Atlas
+
+__all__ = ["RunResult", "run_pipeline", "Progress", "COMPLETION_FILES"]
 
 log = logging.getLogger("discvbr.pipeline")
+
+#: Files a run writes last, only when it completes; removed when a run starts.
+COMPLETION_FILES = ("summary.json", "report.html")
 
 #: progress(stage, done, total, message): stage is "sessions", "statistics" or "report"
 Progress = Callable[[str, int, int, str], None]
@@ -152,23 +164,50 @@ def run_pipeline(
     -------
     RunResult
     """
-    from discvbr.registration import DEFAULT_ATLAS, load_atlas, save_atlas
+    from discvbr.registration import DEFAULT_ATLAS, load_atlas
 
     start = time.perf_counter()
     out = Path(out)
     config = config or PipelineConfig()
-    # a missing file stops the run before any work (usually a typo); a damaged image is
-    # reported for its session only, when that session reads it
-    cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest, check_images=False)
+    # every row is checked from the file headers (ids, files, echo counts, grids) before
+    # any work, so that a bad row cannot stop the run half-way
+    cohort = manifest if isinstance(manifest, Cohort) else read_manifest(manifest, check_images=True)
+    for entry in cohort:  # a Cohort built in Python did not go through the manifest's checks
+        check_id(entry.subject, what=f"subject of session {entry.key!r}")
+        check_id(entry.session, what=f"session of subject {entry.subject!r}")
+    for i, analysis in enumerate(config.statistics.analyses):
+        check_id(analysis.name, what=f"settings, statistics.analyses[{i}].name (the analysis' output folder)")
     mode = _data_mode(cohort)
     _check_parameter_folder(config.registration.parameter_folder, mode)
+    atlas = load_atlas(DEFAULT_ATLAS if config.registration.atlas == "default" else config.registration.atlas, mode=mode)
     ensure_writable(out)
+    with output_lock(out, command="discvbr run"):
+        return _run_locked(cohort, out, config, atlas, workers=workers, scheduler=scheduler, progress=progress,
+                           extra_report_sections=extra_report_sections, title=title, start=start)
+
+
+def _run_locked(
+    cohort: Cohort,
+    out: Path,
+    config: PipelineConfig,
+    atlas: Atlas,
+    *,
+    workers: int,
+    scheduler: str | None,
+    progress: Progress | None,
+    extra_report_sections: Callable[[list[SessionOutcome]], Sequence[object]] | None,
+    title: str,
+    start: float,
+) -> RunResult:
+    """The run itself, once the cohort, the settings and the atlas are checked and the output folder locked."""
+    from discvbr.registration import save_atlas
+
+    for name in COMPLETION_FILES:  # until this run completes, nothing may look complete
+        (out / name).unlink(missing_ok=True)
     notify = progress or (lambda *args: None)
     handler = _setup_log(out)
     try:
         log.info("run started: %d sessions, output %s", len(cohort), out)
-        atlas_name = DEFAULT_ATLAS if config.registration.atlas == "default" else config.registration.atlas
-        atlas = load_atlas(atlas_name, mode=mode)
         atlas_folder = save_atlas(atlas, out / "atlas")
         parallel = scheduler is not None or workers > 0
         tasks = [
@@ -200,6 +239,10 @@ def run_pipeline(
         write_json(out / "summary.json", result.summary())
         log.info("run finished in %.1f s: %s", result.seconds, result.summary()["sessions"])
         return result
+    except KeyboardInterrupt:
+        log.warning("run interrupted after %.1f s: completed steps are kept; run the same command again to resume",
+                    time.perf_counter() - start)
+        raise
     finally:
         logging.getLogger("discvbr").removeHandler(handler)
         handler.close()

@@ -13,7 +13,8 @@ Modules: :mod:`~discvbr.registration.atlas` (atlases), :mod:`~discvbr.registrati
 (elastix parameter files), :mod:`~discvbr.registration.engine` (itk-elastix),
 :mod:`~discvbr.registration.disc` (one disc), :mod:`~discvbr.registration.apply` (warping
 images), :mod:`~discvbr.registration.qc`, :mod:`~discvbr.registration.subject` (many
-discs in processes), :mod:`~discvbr.registration.tune` (Bayesian optimisation).
+discs in processes), :mod:`~discvbr.registration.tune` (Bayesian optimisation),
+:mod:`~discvbr.registration.known` (known smooth deformations, to measure accuracy).
 """
 
 from discvbr.registration.apply import apply_registration, disc_histogram_change, paste_discs, warp_image, warp_mask
@@ -23,8 +24,6 @@ from discvbr.registration.atlas import (
     available_atlases,
     build_atlas,
     load_atlas,
-    phantom_atlas_labels,
-    real_atlas_labels,
     save_atlas,
 )
 from discvbr.registration.disc import DEFAULT_MARGIN_MM, DiscRegistration, register_disc
@@ -61,9 +60,7 @@ __all__ = [
     "histogram_change",
     "load_atlas",
     "paste_discs",
-    "phantom_atlas_labels",
     "qc_rows",
-    "real_atlas_labels",
     "register_disc",
     "register_subject",
     "run_disc_tasks",

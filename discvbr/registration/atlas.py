@@ -9,16 +9,15 @@ spine and a degenerated spine were tried as alternatives). An atlas is a disc la
 Atlases are folders holding ``labels.nii.gz`` and ``atlas.json`` (name, description,
 provenance). DiscVBR ships some in ``discvbr/data/atlas/`` (see :func:`available_atlases`),
 built by ``discvbr build-atlas`` from the phantom (a healthy and a degenerated synthetic
-spine) and from a real subject of ``data/lumbar-t2-real``; users build their own from a
-healthy subject's disc labels with the same command.
+spine) and from a real subject of ``data/lumbar-t2-real`` (their label maps come from
+:mod:`discvbr.phantom.atlas`); users build their own from a healthy subject's disc labels
+with the same command.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from discvbr import __version__
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image, read_image, require_sagittal, write_image, write_json
 from discvbr.levels import DISC_LEVELS, level_of
+from discvbr.naming import check_id
 from discvbr.registration.crop import bounding_box, crop
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
     "save_atlas",
     "load_atlas",
     "available_atlases",
-    "phantom_atlas_labels",
-    "real_atlas_labels",
 ]
 
 #: Folder of the atlases shipped with DiscVBR.
@@ -48,8 +46,6 @@ ATLAS_DIR = Path(__file__).resolve().parents[1] / "data" / "atlas"
 DEFAULT_ATLAS = "phantom-healthy"
 #: Margin kept around the discs when an atlas is stored, mm.
 STORED_MARGIN_MM = 20.0
-
-_PHANTOM_DEGENERATION = {"healthy": 1.0, "degenerated": 4.5}
 
 
 @dataclass(frozen=True)
@@ -204,7 +200,7 @@ def load_atlas(name_or_path: str | os.PathLike, *, mode: str | None = None) -> A
         raise DiscVBRError(f"atlas mode must be '2d' or '3d', got {mode!r}")
     folder = Path(name_or_path)
     if not (folder / "atlas.json").is_file():
-        name = str(name_or_path)
+        name = check_id(str(name_or_path), what="atlas (neither a folder with atlas.json nor a shipped atlas name)")
         candidates = [name] + ([f"{name}-{mode}"] if mode else [])
         found = [ATLAS_DIR / c for c in candidates if (ATLAS_DIR / c / "atlas.json").is_file()]
         if not found:
@@ -229,61 +225,3 @@ def load_atlas(name_or_path: str | os.PathLike, *, mode: str | None = None) -> A
     if mode is not None and atlas.mode != mode:
         raise DiscVBRError(f"atlas {atlas.name!r} is {atlas.mode}; the data need a {mode} atlas")
     return atlas
-
-
-def phantom_atlas_labels(kind: str = "healthy", *, mode: str = "2d", seed: int = 0) -> tuple[Image, dict]:
-    """Disc labels of a synthetic spine for an atlas, and their provenance.
-
-    The phantom's subject 0 of ``seed`` with average anatomy (scale, lordosis and disc
-    heights 1, L1 tilt -10 degrees) and every disc at degeneration 1 (``"healthy"``) or 4.5
-    (``"degenerated"``: lower, compressed discs).
-
-    Parameters
-    ----------
-    kind : {"healthy", "degenerated"}
-    mode : {"2d", "3d"}
-        One 8 mm slice, or the phantom's default stack (6 slices of 4 mm).
-    seed : int
-        Phantom seed (placement and texture draws).
-    """
-    from discvbr.phantom import PhantomConfig, draw_subject, simulate_session
-
-    if kind not in _PHANTOM_DEGENERATION:
-        raise DiscVBRError(f"phantom atlas kind must be one of {', '.join(_PHANTOM_DEGENERATION)}, got {kind!r}")
-    config = PhantomConfig(n_subjects=1, mode=mode, seed=seed)
-    spec = draw_subject(config, 0)
-    grade = _PHANTOM_DEGENERATION[kind]
-    anatomy = dict(spec.anatomy, scale=1.0, lordosis=1.0, l1_tilt_deg=-10.0)
-    anatomy["disc_height_factor"] = {lvl: 1.0 for lvl in spec.anatomy["disc_height_factor"]}
-    spec = dataclasses.replace(spec, anatomy=anatomy, degeneration={lvl: grade for lvl in spec.degeneration})
-    session = simulate_session(config, spec)
-    source = {
-        "generator": "discvbr.phantom",
-        "kind": kind,
-        "mode": mode,
-        "seed": seed,
-        "degeneration": grade,
-        "anatomy": anatomy,
-        "python": platform.python_version(),
-    }
-    return session.labels, source
-
-
-def real_atlas_labels(folder: str | os.PathLike, subject: str, *, mode: str = "2d") -> tuple[Image, dict]:
-    """Disc labels of a real subject, resliced like the data an atlas serves.
-
-    The subject's thin-slice labels (``<folder>/<subject>/discs.nii.gz``) are averaged into
-    one 8 mm slice at the discs' centre (2D) or 6 slices of 4 mm (3D), as the phantom's
-    semi-synthetic mode does; a voxel belongs to a disc where that disc fills at least half
-    of it.
-    """
-    from discvbr.phantom import PhantomConfig, draw_subject
-    from discvbr.phantom.real import load_real_anatomies, synthesize_from_real
-
-    anatomies = {a.name: a for a in load_real_anatomies(folder)}
-    if subject not in anatomies:
-        raise DiscVBRError(f"real subject {subject!r} not found in {folder}; found: {', '.join(anatomies)}")
-    config = PhantomConfig(n_subjects=1, mode=mode, seed=0)
-    session = synthesize_from_real(anatomies[subject], config, draw_subject(config, 0))
-    source = {"generator": "discvbr.phantom.real", "folder": Path(folder).name, "subject": subject, "mode": mode}
-    return session.labels, source

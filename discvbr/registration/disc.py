@@ -1,12 +1,16 @@
 """Registration of one disc mask to the same-level atlas disc (mask-guided, elastix).
 
 Per disc (Iriondo et al., MRM 2020, section 2.2): both masks are cropped to the disc's
-bounding box plus a margin; the subject mask is translated so its centroid meets the atlas
+bounding box plus a margin; the subject disc is translated so its centroid meets the atlas
 disc's centroid (elastix ``CenterOfGravity`` initialisation of the affine stage); a
 four-resolution recursive-pyramid affine registration scales, rotates and shears it; a
-B-spline registration driven by mutual information plus a rigidity penalty deforms it.
-The fixed image is the atlas disc, so the transform maps atlas positions to subject
-positions and pulls any subject image into atlas space (:mod:`discvbr.registration.apply`).
+B-spline registration with a rigidity penalty deforms it. What elastix compares is named by
+the parameter files (:data:`~discvbr.registration.params.INPUT_IMAGE_ENTRY`): by default each
+disc's depth map (:func:`distance_image`, mean squares), so that the whole shape and not only
+the voxelised edge drives the interior; with the paper's preset the 0/1 masks (mutual
+information). The fixed image is the atlas disc, so the transform maps atlas positions to
+subject positions and pulls any subject image into atlas space
+(:mod:`discvbr.registration.apply`).
 
 A :class:`DiscRegistration` keeps the elastix transform parameter maps (saved as the usual
 ``TransformParameters.<i>.txt`` files, so a pipeline can resume from them), the parameter
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
@@ -36,6 +41,7 @@ from discvbr.registration.params import (
     ParameterMap,
     RegistrationParams,
     build_parameter_maps,
+    input_image,
     read_parameter_file,
     write_parameter_file,
 )
@@ -50,11 +56,14 @@ __all__ = [
     "itk_elastix_runner",
     "register_disc",
     "disc_mask",
+    "distance_image",
     "check_same_grid",
 ]
 
 #: Margin around each disc's bounding box in the crops registered, mm.
 DEFAULT_MARGIN_MM = 10.0
+#: Width of the band outside each disc where :func:`distance_image` is non-zero, mm.
+DISTANCE_BAND_MM = 10.0
 #: Fewest voxels a disc mask may have to be registered.
 MIN_DISC_VOXELS = 20
 
@@ -212,10 +221,12 @@ class DiscRegistration:
 
 
 class ElastixRunner(Protocol):
-    """Runs one elastix registration of cropped disc masks (how :func:`register_disc` calls elastix).
+    """Runs one elastix registration of a cropped disc pair (how :func:`register_disc` calls elastix).
 
-    The default runs itk-elastix in this process; the Slicer module passes one that runs
-    the same parameter maps through SlicerElastix.
+    ``fixed`` and ``moving`` are what the parameter maps name: the discs' depth maps or their
+    0/1 masks, already made by :func:`register_disc`, so a runner only runs elastix. The
+    default runs itk-elastix in this process; the Slicer module passes one that runs the same
+    parameter maps through SlicerElastix.
     """
 
     def __call__(
@@ -291,6 +302,43 @@ def check_same_grid(image: Image, shape: tuple[int, ...], affine: np.ndarray, *,
         )
 
 
+def distance_image(mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM) -> Image:
+    """The image elastix registers instead of a disc mask: depth in the disc, fading outside.
+
+    Value ``band_mm + depth`` at a voxel ``depth`` mm inside the disc's edge, falling by 1
+    per mm outside it to 0 at ``band_mm`` from the edge. Registered instead of the binary
+    mask, it gives every interior voxel a value that says how deep in the disc it lies, so
+    the whole shape drives the deformation and not only the voxelised edge; being positive
+    with its mass on the disc, elastix's ``CenterOfGravity`` initialisation still finds the
+    disc's centre. Distances are taken within the sagittal plane for a single slice and in
+    3D for a stack; the edge lies half-way between the outermost inside and outside voxels.
+
+    Parameters
+    ----------
+    mask : Image
+        0/1 mask (values > 0.5 are inside), DiscVBR layout.
+    ndim : {2, 3}
+    band_mm : float
+        Width of the band outside the disc with non-zero values, mm.
+
+    Returns
+    -------
+    Image
+        float32 values (mm) on the mask's grid.
+    """
+    inside = np.asarray(mask.array) > 0.5
+    plane = inside[0] if ndim == 2 else inside
+    spacing = mask.spacing[1:] if ndim == 2 else mask.spacing
+    outside_depth = ndimage.distance_transform_edt(~plane, sampling=spacing)
+    inside_depth = ndimage.distance_transform_edt(plane, sampling=spacing)
+    # half a voxel (along the finest axis) moves the zero level from voxel centres to the edge
+    half = 0.5 * float(np.min(spacing))
+    signed = np.where(plane, -(inside_depth - half), outside_depth - half)
+    values = np.maximum(band_mm - signed, 0.0)
+    values = values[None] if ndim == 2 else values
+    return Image(values.astype(np.float32), mask.affine)
+
+
 def _centroid(mask: np.ndarray, affine: np.ndarray, ndim: int) -> np.ndarray:
     matrix, origin = engine.frame_geometry(affine, ndim)
     index = np.argwhere(mask).astype(float)
@@ -321,7 +369,8 @@ def register_disc(
         The disc to register.
     atlas : Atlas
     params : RegistrationParams
-        Grid spacing, iterations, rigidity weight, seed (defaults: the paper's values).
+        Grid spacing, iterations, rigidity weight, seed, parameter files (default: the shipped
+        default recipe; ``registration_preset("paper")`` for the paper's).
     subject : str
         Name used in messages, tables and saved files.
     margin_mm : float
@@ -331,7 +380,7 @@ def register_disc(
     log_file : path-like, optional
         Keep elastix's log there (default runner).
     runner : ElastixRunner, optional
-        Runs elastix on the cropped masks; default: itk-elastix in this process.
+        Runs elastix on the cropped discs; default: itk-elastix in this process.
 
     Returns
     -------
@@ -355,9 +404,12 @@ def register_disc(
         raise DiscVBRError(f"{where}: the mask is {kinds[ndim]} but atlas {atlas.name!r} is {kinds[atlas.ndim]}")
     fixed = atlas.disc(label, margin_mm=margin_mm)
     moving = crop(Image(binary.astype(np.float32), mask.affine), bounding_box(binary, mask.spacing, margin_mm=margin_mm))
+    atlas_disc = np.asarray(fixed.array) > 0.5
     frame_shape = fixed.shape[1:] if ndim == 2 else fixed.shape
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
+    if input_image(maps[0]) == "distance":
+        fixed, moving = distance_image(fixed, ndim=ndim), distance_image(moving, ndim=ndim)
 
     run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()
@@ -369,7 +421,6 @@ def register_disc(
     if not (np.all(np.isfinite(points)) and np.all(np.isfinite(det))):
         raise DiscVBRError(f"{where}: the registration diverged (non-finite transform); try a smaller MaximumStepLength")
 
-    atlas_disc = np.asarray(fixed.array) > 0.5
     warped = sample(binary, mask.affine, points, ndim=ndim, order=0, cval=0.0).reshape(fixed.shape) > 0.5
     det = det.reshape(fixed.shape)
     jac = jacobian_summary(det, atlas_disc)

@@ -1,10 +1,12 @@
 """Elastix parameter maps: the shipped text files, reading, writing and per-run overrides.
 
 The registration of every disc is driven by two plain elastix parameter files shipped in
-``discvbr/data/elastix/`` (``affine-2d.txt`` + ``bspline-2d.txt`` for single slices,
+``discvbr/data/elastix/`` (the paper's recipe in ``discvbr/data/elastix/paper/``) (``affine-2d.txt`` + ``bspline-2d.txt`` for single slices,
 ``affine-3d.txt`` + ``bspline-3d.txt`` for stacks). They are the same files a 3D Slicer user
 loads into SlicerElastix. :class:`RegistrationParams` holds the few values a study tunes
-(final grid spacing, iterations, rigidity weight; Iriondo et al., MRM 2020, section 2.2)
+(final grid spacing, iterations, rigidity weight; Iriondo et al., MRM 2020, section 2.2), and
+an entry of the files (:data:`INPUT_IMAGE_ENTRY`) says whether elastix registers the disc
+masks or their depth maps
 and :func:`build_parameter_maps` writes them over the files' values for one run.
 
 A parameter map is a ``dict`` from parameter name to a tuple of strings, the layout
@@ -29,6 +31,11 @@ __all__ = [
     "PARAMETER_DIR",
     "STAGES",
     "RegistrationParams",
+    "INPUT_IMAGE_ENTRY",
+    "INPUT_IMAGES",
+    "input_image",
+    "PRESETS",
+    "registration_preset",
     "parameter_file_names",
     "read_parameter_file",
     "format_parameter_map",
@@ -43,6 +50,11 @@ ParameterMap = dict[str, tuple[str, ...]]
 
 #: Folder of the shipped parameter files.
 PARAMETER_DIR = Path(__file__).resolve().parents[1] / "data" / "elastix"
+#: Parameter-file entry saying what DiscVBR gives elastix for each disc (elastix ignores it):
+#: ``"distance"`` the discs' depth maps (:func:`discvbr.registration.disc.distance_image`),
+#: ``"mask"`` the 0/1 masks (the paper's; also assumed when a file has no such entry).
+INPUT_IMAGE_ENTRY = "DiscVBRInputImage"
+INPUT_IMAGES: tuple[str, ...] = ("distance", "mask")
 #: Registration stages, in the order elastix runs them.
 STAGES: tuple[str, ...] = ("affine", "bspline")
 
@@ -59,12 +71,14 @@ class RegistrationParams:
     ----------
     final_grid_spacing : float
         B-spline control-point spacing at the finest resolution, in voxels
-        (``FinalGridSpacingInVoxels``). Paper: 2.
+        (``FinalGridSpacingInVoxels``). Default 8; paper: 2.
     iterations : int
-        B-spline optimiser iterations per resolution (``MaximumNumberOfIterations``). Paper: 200.
+        B-spline optimiser iterations per resolution (``MaximumNumberOfIterations``). Paper and
+        default: 200.
     rigidity_weight : float
-        Weight of ``TransformRigidityPenalty`` against mutual information (weight 1)
-        (``Metric1Weight``). Paper: 0.77.
+        Weight of ``TransformRigidityPenalty`` against the similarity metric (weight 1)
+        (``Metric1Weight``). Default 4 (against mean squares of depth maps); paper: 0.77
+        (against mutual information of masks).
     max_step_length : float or None
         B-spline ``MaximumStepLength`` (mm); ``None`` keeps the file's value (0.1 shipped).
     seed : int
@@ -77,9 +91,9 @@ class RegistrationParams:
         ``None`` uses the shipped files.
     """
 
-    final_grid_spacing: float = 2.0
+    final_grid_spacing: float = 8.0
     iterations: int = 200
-    rigidity_weight: float = 0.77
+    rigidity_weight: float = 4.0
     max_step_length: float | None = None
     seed: int = 0
     auto_pyramid: bool = True
@@ -104,6 +118,30 @@ class RegistrationParams:
     def with_values(self, **values: object) -> "RegistrationParams":
         """A copy with some values replaced."""
         return replace(self, **values)
+
+
+#: Named recipes. ``default``: what :class:`RegistrationParams` gives when nothing is set (the
+#: shipped files: depth maps, mean squares, rigidity penalty on an 8-voxel grid). ``paper``:
+#: Iriondo et al.'s (masks, mutual information, rigidity penalty 0.77 on a 2-voxel grid; files
+#: in ``discvbr/data/elastix/paper``), DiscVBR's default until issue 17.
+PRESETS: tuple[str, ...] = ("default", "paper")
+
+
+def registration_preset(name: str) -> RegistrationParams:
+    """The :class:`RegistrationParams` of a named recipe (see :data:`PRESETS`).
+
+    Raises
+    ------
+    DiscVBRError
+        On an unknown name.
+    """
+    if name == "default":
+        return RegistrationParams()
+    if name == "paper":
+        return RegistrationParams(
+            final_grid_spacing=2.0, iterations=200, rigidity_weight=0.77, parameter_dir=str(PARAMETER_DIR / "paper")
+        )
+    raise DiscVBRError(f"registration preset must be one of {', '.join(PRESETS)}, got {name!r}")
 
 
 def parameter_file_names(ndim: int) -> tuple[str, ...]:
@@ -173,7 +211,22 @@ def load_parameter_files(ndim: int, *, parameter_dir: str | os.PathLike | None =
         expected = {"affine": "AffineTransform", "bspline": "BSplineTransform"}[stage]
         if transform != expected:
             raise DiscVBRError(f"{folder / f'{stage}-{ndim}d.txt'}: Transform is {transform!r}; expected {expected!r}")
+        kind = pm.get(INPUT_IMAGE_ENTRY, ("mask",))[0]
+        if kind not in INPUT_IMAGES:
+            raise DiscVBRError(
+                f"{folder / f'{stage}-{ndim}d.txt'}: {INPUT_IMAGE_ENTRY} is {kind!r}; expected one of {', '.join(INPUT_IMAGES)}"
+            )
+    if len({input_image(pm) for pm in maps}) > 1:
+        raise DiscVBRError(
+            f"{folder}: the affine and B-spline files of {ndim}D name different {INPUT_IMAGE_ENTRY} values; both stages "
+            "register the same images"
+        )
     return maps
+
+
+def input_image(parameter_map: Mapping[str, Sequence[str]]) -> str:
+    """What a parameter map registers: ``"distance"`` or ``"mask"`` (:data:`INPUT_IMAGE_ENTRY`; absent: mask)."""
+    return str(parameter_map.get(INPUT_IMAGE_ENTRY, ("mask",))[0])
 
 
 def pyramid_schedule(spacing: Sequence[float], shape: Sequence[int], levels: int) -> np.ndarray:

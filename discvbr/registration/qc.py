@@ -38,6 +38,13 @@ class QCThresholds:
         Fraction of atlas-disc voxels with det J <= 0 above this -> ``"folding"``.
     max_det_jacobian_sd : float
         SD of det J over the atlas disc above this -> ``"irregular-jacobian"``.
+    det_jacobian_range : tuple of float
+        Plausible (lowest, highest) det J over the atlas disc relative to its mean over the
+        disc; beyond -> ``"jacobian-range"``. A part of a disc that shrinks to less than half,
+        or grows to more than twice, the volume change of the disc as a whole is not a
+        correspondence of anatomy but a registration bending the interior to fit the
+        outline (known smooth deformations of the shipped atlases span 0.7-1.5 relative
+        to their mean; ``benchmarks/bench_registration_accuracy.py``).
     max_ks_distance : float
         Kolmogorov-Smirnov distance between the disc's values before and after
         registration above this -> ``"histogram-changed"``.
@@ -46,6 +53,7 @@ class QCThresholds:
     min_dice: float = 0.90
     max_folded_fraction: float = 0.0
     max_det_jacobian_sd: float = 0.4
+    det_jacobian_range: tuple[float, float] = (0.5, 2.0)
     max_ks_distance: float = 0.2
 
 
@@ -165,6 +173,10 @@ def flag_disc(qc: DiscQC, thresholds: QCThresholds = QCThresholds()) -> list[str
         flags.append("folding")
     if not qc.det_jacobian_sd <= thresholds.max_det_jacobian_sd:
         flags.append("irregular-jacobian")
+    low, high = thresholds.det_jacobian_range
+    mean = qc.det_jacobian_mean
+    if not (mean > 0 and low * mean <= qc.det_jacobian_min and qc.det_jacobian_max <= high * mean):
+        flags.append("jacobian-range")
     if qc.ks_distance is not None and not qc.ks_distance <= thresholds.max_ks_distance:
         flags.append("histogram-changed")
     return flags

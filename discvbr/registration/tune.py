@@ -7,8 +7,12 @@ iterations and the rigidity penalty weight by Bayesian optimisation of
 
 over all N discs of all subjects, Dice_i being the overlap of registered disc i with its
 atlas disc and SD(det J)_i the SD of the determinant of the spatial Jacobian over it. They
-found spacing 2, 200 iterations and weight 0.77 (the defaults of
-:class:`~discvbr.registration.params.RegistrationParams`).
+found spacing 2, 200 iterations and weight 0.77 (the ``paper`` preset of
+:func:`~discvbr.registration.params.registration_preset`). The objective rewards overlap and
+a uniform det J, not that each voxel lands on its anatomical match; issue 17's default
+(depth maps, grid 8, weight 4) was chosen on known deformations instead
+(``benchmarks/bench_registration_accuracy.py``). The trials run with the parameter files of
+``base_params`` (default: the shipped default files).
 
 Here Optuna's TPE sampler proposes the trials; each trial registers every disc, the discs
 of several trials running in parallel worker processes. The study lives in an Optuna

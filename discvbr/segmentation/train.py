@@ -301,6 +301,28 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _load_checkpoint(path: Path, device) -> dict:
+    """A training checkpoint, read as tensors and plain containers only (no pickled code).
+
+    Raises
+    ------
+    DiscVBRError
+        When the file holds anything else (a damaged or foreign file): loading it in full
+        could run arbitrary code.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError):
+        raise DiscVBRError(
+            f"checkpoint {path} holds more than tensors and plain values, or is damaged, so it is not loaded "
+            "(that could run code): it was not written by discvbr train; start a new run"
+        ) from None
+
+
 def train_network(
     slices: list[TrainingSlice],
     config: TrainConfig,
@@ -383,7 +405,7 @@ def train_network(
     if resume:
         if checkpoint is None or not checkpoint.is_file():
             raise DiscVBRError(f"nothing to resume: checkpoint not found: {checkpoint}")
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        state = _load_checkpoint(checkpoint, torch_device)
         if state.get("config_key") != config.key():
             raise DiscVBRError(f"{checkpoint} was written by a run with other settings; start a new run or use them")
         network.load_state_dict(state["model"])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from discvbr.errors import DiscVBRError
+from discvbr.naming import check_id
 from discvbr.manifest import encode_variables
 
 __all__ = ["Region", "prepare_maps", "align_subjects", "numeric_variables"]
@@ -228,7 +229,7 @@ def align_subjects(
                 "map (subjects=...) so that rows can be matched"
             )
         return tuple(table.index), table
-    ids = tuple(str(s) for s in subjects)
+    ids = tuple(check_id(str(s), what=f"{what}, subject id") for s in subjects)
     if len(ids) != n_rows:
         raise DiscVBRError(f"{what}: {n_rows} maps but {len(ids)} subject ids")
     duplicated = sorted({s for s in ids if ids.count(s) > 1})
