@@ -372,6 +372,7 @@ def test_maps_have_colour_legends_with_units(run):
         assert legend.GetPrimaryDisplayNode().GetID() == output.nodes[key].GetDisplayNode().GetID()
 
 
+@pytest.mark.slow
 def test_job_in_a_child_process_adds_what_the_in_process_run_adds(session, run):
     """The GUI's path: prepare in the scene, compute in a child process, add the results; a second run keeps the first."""
     scene, logic, node, output, echoes, steps = run
