@@ -252,10 +252,12 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMixi
     def onPipelineFinished(self, job):
         code = job.process.wait()
         job.close()
-        if code == 0:
-            self.addLog("pipeline finished")
-        else:
-            slicer.util.errorDisplay(job.process.error or f"discvbr run stopped with status {code}", windowTitle="Disc Statistics")
+        level, message = self.logic.pipeline_outcome(code, job.process.error, self._parameterNode.GetParameter(T.STUDY))
+        self.addLog(message)
+        if level == "warning":
+            slicer.util.warningDisplay(message, windowTitle="Disc Statistics")
+        elif level == "error":
+            slicer.util.errorDisplay(message, windowTitle="Disc Statistics")
         self.updateGUIFromParameterNode()
 
     def onApplyButton(self):

@@ -278,6 +278,14 @@ def test_run_exits_3_when_a_session_failed(cohort, tmp_path, capsys):
     assert "sub-01/baseline input" in out and str(broken) in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["sessions"]["failed"] == 1
+    # DiscStatistics reports this status as a warning that points at files the run wrote.
+    from discvbr.extension.statistics import DiscStatisticsLogic
+
+    level, message = DiscStatisticsLogic.pipeline_outcome(code, None, tmp_path / "run")
+    assert level == "warning"
+    named = [Path(word.rstrip(".")) for word in message.split() if word.startswith(str(tmp_path))]
+    assert len(named) == 3 and all(path.exists() for path in named), named
+    assert DiscStatisticsLogic.pipeline_outcome(EXIT_USER_ERROR, "bad manifest", tmp_path)[0] == "error"
 
 
 def test_fit_exits_3_with_a_warning_when_nothing_could_be_fitted(tmp_path, capsys):

@@ -313,12 +313,7 @@ def _after(function, then):
 
 
 def test_shipped_data_have_one_home():
-    """The modules and the packages find the shipped data through discvbr.resources, not copies of it.
-
-    ``registration.params.PARAMETER_DIR`` and ``registration.atlas.ATLAS_DIR`` are still their
-    own definitions (the registration package belongs to another change); this asserts they agree
-    until they import discvbr.resources too.
-    """
+    """The modules and the packages find the shipped data through discvbr.resources, not copies of it."""
     from discvbr import resources
     from discvbr.extension import relaxometry, segmentation
     from discvbr.registration import params
@@ -330,7 +325,8 @@ def test_shipped_data_have_one_home():
     assert segmentation.default_model_path is resources.default_model_path
     assert relaxometry.PARAMETER_DIR is resources.PARAMETER_DIR
     assert not hasattr(segmentation, "SHIPPED_MODEL") and not hasattr(relaxometry, "SHIPPED_PARAMETERS")
-    assert params.PARAMETER_DIR == resources.PARAMETER_DIR and ATLAS_DIR == resources.ATLAS_DIR
+    assert params.PARAMETER_DIR is resources.PARAMETER_DIR and ATLAS_DIR is resources.ATLAS_DIR
+    assert params.parameter_file_names is resources.parameter_file_names
     for ndim in (2, 3):
         assert relaxometry.DiscRelaxometryLogic.preset_file_names(ndim) == params.parameter_file_names(ndim)
     expected = sorted({re.sub(r"-[23]d$", "", name) for name in available_atlases()})

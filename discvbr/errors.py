@@ -8,7 +8,14 @@ Anything else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["DiscVBRError"]
+__all__ = ["DiscVBRError", "EXIT_OK", "EXIT_USER_ERROR", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED"]
+
+# Exit statuses of every ``discvbr`` command (their meaning: :mod:`discvbr.cli`). Here rather
+# than in the CLI so that the Slicer modules read them without importing the CLI's packages.
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
 
 
 class DiscVBRError(ValueError):

@@ -25,12 +25,7 @@ import sys
 import typer
 
 from discvbr import __version__
-from discvbr.errors import DiscVBRError
-
-EXIT_OK = 0
-EXIT_USER_ERROR = 2
-EXIT_INCOMPLETE = 3
-EXIT_INTERRUPTED = 130
+from discvbr.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, DiscVBRError
 
 app = typer.Typer(
     name="discvbr",

@@ -58,7 +58,8 @@ class SlicerElastixRunner:
         from discvbr.mrml.scene import TemporaryNodes
         from discvbr.mrml.transforms import det_jacobian_from_points, points_from_transform
         from discvbr.mrml.volumes import volume_from_image
-        from discvbr.registration.params import STAGES, write_parameter_file
+        from discvbr.registration.params import write_parameter_file
+        from discvbr.resources import REGISTRATION_STAGES
 
         if ndim != 3:
             raise RuntimeError("SlicerElastix registers 3D volumes; single-slice data are registered with itk-elastix")
@@ -68,7 +69,7 @@ class SlicerElastixRunner:
                     Path(folder) / f"{i}-{stage}.txt", dict(pm, WriteResultImage=("false",)),
                     header=f"DiscVBR disc registration, {stage} stage (written for SlicerElastix)",
                 )
-                for i, (stage, pm) in enumerate(zip(STAGES, parameter_maps))
+                for i, (stage, pm) in enumerate(zip(REGISTRATION_STAGES, parameter_maps))
             ]
             fixed_node = volume_from_image(self.scene, fixed, name="DiscVBR atlas disc (temporary)")
             moving_node = volume_from_image(self.scene, moving, name="DiscVBR subject disc (temporary)")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from discvbr.errors import DiscVBRError
+from discvbr.errors import EXIT_INCOMPLETE, EXIT_OK, DiscVBRError
 from discvbr.extension import parameters as P
 from discvbr.extension.process import CommandProcess, Job, discvbr_command, job_command
 from discvbr.io import Image
@@ -297,6 +297,22 @@ class DiscStatisticsLogic(P.ModuleLogic):
             workdir.cleanup()
             raise
         return Job(process, workdir, f"pipeline run of {manifest.name}")
+
+    @staticmethod
+    def pipeline_outcome(code: int, error: str | None, study: str | os.PathLike) -> tuple[str, str]:
+        """How a finished ``discvbr run`` is reported: ``("ok" | "warning" | "error", message)``.
+
+        Exit status 3 means the run finished with some sessions failed: the study folder is
+        complete for the others and can be analysed, so it is a warning, not an error.
+        """
+        if code == EXIT_OK:
+            return "ok", "pipeline finished"
+        if code == EXIT_INCOMPLETE:
+            return "warning", (
+                f"pipeline finished, but some sessions failed; the others are in {study}. "
+                f"See {Path(study) / 'tables' / 'failures.csv'} and {Path(study) / 'discvbr.log'}."
+            )
+        return "error", error or f"discvbr run stopped with status {code}"
 
     def analysis_request(self, node) -> dict:
         """The configured analysis as a JSON-able request (what the child process runs).

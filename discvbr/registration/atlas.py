@@ -29,6 +29,7 @@ from discvbr.io import Image, read_image, require_sagittal, write_image, write_j
 from discvbr.levels import DISC_LEVELS, level_of
 from discvbr.naming import check_id
 from discvbr.registration.crop import bounding_box, crop
+from discvbr.resources import ATLAS_DIR, DEFAULT_ATLAS
 
 __all__ = [
     "ATLAS_DIR",
@@ -40,10 +41,6 @@ __all__ = [
     "available_atlases",
 ]
 
-#: Folder of the atlases shipped with DiscVBR.
-ATLAS_DIR = Path(__file__).resolve().parents[1] / "data" / "atlas"
-#: Atlas used when none is named: the healthy phantom spine (``-2d`` or ``-3d`` by the data).
-DEFAULT_ATLAS = "phantom-healthy"
 #: Margin kept around the discs when an atlas is stored, mm.
 STORED_MARGIN_MM = 20.0
 

@@ -37,7 +37,6 @@ from discvbr.registration import engine
 from discvbr.registration.atlas import Atlas
 from discvbr.registration.crop import bounding_box, crop
 from discvbr.registration.params import (
-    STAGES,
     ParameterMap,
     RegistrationParams,
     build_parameter_maps,
@@ -47,6 +46,7 @@ from discvbr.registration.params import (
 )
 from discvbr.registration.qc import DiscQC, QCThresholds, dice, flag_disc, jacobian_summary
 from discvbr.registration.resample import sample
+from discvbr.resources import REGISTRATION_STAGES
 
 __all__ = [
     "DEFAULT_MARGIN_MM",
@@ -146,7 +146,7 @@ class DiscRegistration:
             )
         for i, pm in enumerate(engine.prepare_transform_maps(self.transform_maps)):
             write_parameter_file(folder / f"TransformParameters.{i}.txt", pm)
-        for stage, pm in zip(STAGES, self.parameter_maps):
+        for stage, pm in zip(REGISTRATION_STAGES, self.parameter_maps):
             write_parameter_file(folder / f"parameters.{stage}.txt", pm, header=f"elastix parameters that ran: {stage} stage")
         write_image(folder / "atlas_disc.nii.gz", Image(self.grid.array.astype(np.uint8), self.grid.affine))
         write_image(folder / "det_jacobian.nii.gz", Image(self.det_jacobian.astype(np.float32), self.grid.affine))
@@ -186,7 +186,7 @@ class DiscRegistration:
         try:
             meta = json.loads(meta_path.read_text())
             transform_maps = [read_parameter_file(folder / f"TransformParameters.{i}.txt") for i in range(int(meta["n_stages"]))]
-            parameter_maps = [read_parameter_file(folder / f"parameters.{stage}.txt") for stage in STAGES]
+            parameter_maps = [read_parameter_file(folder / f"parameters.{stage}.txt") for stage in REGISTRATION_STAGES]
             grid_image = read_image(folder / "atlas_disc.nii.gz", what="saved atlas disc")
             ndim = int(meta["ndim"])
             params = RegistrationParams(**meta["params"])

@@ -25,11 +25,11 @@ import numpy as np
 
 from discvbr.errors import DiscVBRError
 from discvbr.io import atomic_write
+from discvbr.resources import PARAMETER_DIR, REGISTRATION_STAGES, parameter_file_names
 
 __all__ = [
     "ParameterMap",
     "PARAMETER_DIR",
-    "STAGES",
     "RegistrationParams",
     "INPUT_IMAGE_ENTRY",
     "INPUT_IMAGES",
@@ -48,15 +48,11 @@ __all__ = [
 
 ParameterMap = dict[str, tuple[str, ...]]
 
-#: Folder of the shipped parameter files.
-PARAMETER_DIR = Path(__file__).resolve().parents[1] / "data" / "elastix"
 #: Parameter-file entry saying what DiscVBR gives elastix for each disc (elastix ignores it):
 #: ``"distance"`` the discs' depth maps (:func:`discvbr.registration.disc.distance_image`),
 #: ``"mask"`` the 0/1 masks (the paper's; also assumed when a file has no such entry).
 INPUT_IMAGE_ENTRY = "DiscVBRInputImage"
 INPUT_IMAGES: tuple[str, ...] = ("distance", "mask")
-#: Registration stages, in the order elastix runs them.
-STAGES: tuple[str, ...] = ("affine", "bspline")
 
 _ENTRY = re.compile(r"\(\s*([A-Za-z0-9_]+)((?:\s+(?:\"[^\"]*\"|[^\s()\"]+))*)\s*\)")
 _TOKEN = re.compile(r"\"([^\"]*)\"|([^\s\"]+)")
@@ -144,13 +140,6 @@ def registration_preset(name: str) -> RegistrationParams:
     raise DiscVBRError(f"registration preset must be one of {', '.join(PRESETS)}, got {name!r}")
 
 
-def parameter_file_names(ndim: int) -> tuple[str, ...]:
-    """File names of the stages for 2D (single slice) or 3D (stack) registration."""
-    if ndim not in (2, 3):
-        raise DiscVBRError(f"registration dimension must be 2 or 3, got {ndim}")
-    return tuple(f"{stage}-{ndim}d.txt" for stage in STAGES)
-
-
 def read_parameter_file(path: str | os.PathLike) -> ParameterMap:
     """Read an elastix parameter (or transform parameter) text file.
 
@@ -206,7 +195,7 @@ def load_parameter_files(ndim: int, *, parameter_dir: str | os.PathLike | None =
     """The affine and B-spline maps for ``ndim`` from ``parameter_dir`` (default: shipped)."""
     folder = PARAMETER_DIR if parameter_dir is None else Path(parameter_dir)
     maps = [read_parameter_file(folder / name) for name in parameter_file_names(ndim)]
-    for stage, pm in zip(STAGES, maps):
+    for stage, pm in zip(REGISTRATION_STAGES, maps):
         transform = pm.get("Transform", ("",))[0]
         expected = {"affine": "AffineTransform", "bspline": "BSplineTransform"}[stage]
         if transform != expected:
