@@ -12,6 +12,36 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO / "data" / "lumbar-t2-real"
 
 
+#: Settings of a quick cohort run (few registration iterations and permutations, no figures),
+#: written by the tests of ``discvbr run`` into their cohort folders.
+FAST_RUN_SETTINGS = """
+[registration]
+iterations = 40
+
+[statistics]
+permutations = 99
+
+[[statistics.analyses]]
+name = "odi_groups"
+kind = "group"
+variable = "odi"
+cut = 40.0
+
+[[statistics.analyses]]
+name = "t1rho_vs_t2"
+kind = "voxel"
+
+[figures]
+enabled = false
+"""
+
+
+@pytest.fixture(scope="session")
+def fast_run_settings() -> str:
+    """:data:`FAST_RUN_SETTINGS`, the TOML text of a quick cohort run."""
+    return FAST_RUN_SETTINGS
+
+
 @pytest.fixture(scope="session")
 def phantom_config_2d() -> PhantomConfig:
     """A light 2D configuration (128 x 128 over 240 mm) for fast tests."""

@@ -33,37 +33,17 @@ from discvbr.pipeline.lock import LOCK_NAME, output_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAST_TOML = """
-[registration]
-iterations = 40
-
-[statistics]
-permutations = 99
-
-[[statistics.analyses]]
-name = "odi_groups"
-kind = "group"
-variable = "odi"
-cut = 40.0
-
-[[statistics.analyses]]
-name = "t1rho_vs_t2"
-kind = "voxel"
-
-[figures]
-enabled = false
-"""
 
 #: Steps a session of the cohort records: mask, native maps, five discs, atlas maps.
 STEPS_PER_SESSION = 8
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
+def cohort(tmp_path_factory, fast_run_settings) -> Path:
     out = tmp_path_factory.mktemp("cohort")
     write_cohort(out, PhantomConfig(n_subjects=3, matrix=128, seed=5, followup_fraction=0.0, missing_fraction=0.0),
                  with_masks=True)
-    (out / "fast.toml").write_text(FAST_TOML)
+    (out / "fast.toml").write_text(fast_run_settings)
     return out
 
 

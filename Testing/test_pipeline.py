@@ -20,26 +20,6 @@ from discvbr.phantom import PhantomConfig, write_cohort
 from discvbr.pipeline import PipelineConfig, run_pipeline
 from discvbr.pipeline.config import AnalysisSettings, FigureSettings, RegistrationSettings, StatisticsSettings
 
-FAST_TOML = """
-[registration]
-iterations = 40
-
-[statistics]
-permutations = 99
-
-[[statistics.analyses]]
-name = "odi_groups"
-kind = "group"
-variable = "odi"
-cut = 40.0
-
-[[statistics.analyses]]
-name = "t1rho_vs_t2"
-kind = "voxel"
-
-[figures]
-enabled = false
-"""
 
 
 def _fast_config(figures: bool = False) -> PipelineConfig:
@@ -119,10 +99,10 @@ def test_end_to_end_outputs(finished, cohort):
 
 
 @pytest.mark.slow
-def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_path):
+def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_path, fast_run_settings):
     out = tmp_path / "run"
     config = tmp_path / "fast.toml"
-    config.write_text(FAST_TOML)
+    config.write_text(fast_run_settings)
     command = [sys.executable, "-m", "discvbr", "run", str(cohort / "manifest.csv"), "--out", str(out), "--config", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

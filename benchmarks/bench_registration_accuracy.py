@@ -30,6 +30,7 @@ import tempfile
 import time
 
 import numpy as np
+from bench_registration import _machine  # same machine record as the speed benchmark (this folder is on sys.path)
 
 GOALS = {"median_mm": 0.5, "p95_mm": 1.0, "det_range_tol": 0.1, "dice": 0.97, "seconds": {"2d": 2.0, "3d": 15.0}}
 
@@ -45,22 +46,6 @@ CANDIDATES: dict[str, tuple[str, dict, dict]] = {
     "default-bending": ("default", {}, {"bspline": {"Metric": ("AdvancedMeanSquares", "TransformBendingEnergyPenalty"),
                                                    "Metric1Weight": ("0.1",)}}),
 }
-
-
-def _machine() -> dict:
-    import itk
-    import scipy
-
-    return {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
-        "cpus": os.cpu_count(),
-        "load_average_1min_at_start": os.getloadavg()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "itk": itk.__version__,
-    }
 
 
 def _candidate_params(name: str, ndim: int, folder: str):
