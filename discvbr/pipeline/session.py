@@ -329,7 +329,10 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
             registrations[disc_task.label] = result
         else:
             outcome.fail("registration", result.message, DISC_LEVELS[disc_task.label - 1])
-    for label, reg in sorted(registrations.items()):
+    # In label order whichever discs were resumed and which registered now, so that what is
+    # written from them (QC rows, fit.json's per-disc entries) is the same after an interruption.
+    registrations = dict(sorted(registrations.items()))
+    for label, reg in registrations.items():
         row = {"subject": task.entry.subject, "session": task.entry.session, "level": reg.level, "label": label}
         row.update({k: v for k, v in reg.qc.to_dict().items() if k != "flags"})
         row["flags"] = ";".join(reg.qc.flags)
