@@ -309,20 +309,13 @@ class DiscRelaxometryWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMix
 
     # ---------------------------------------------------------------- run
 
-    def setInputsEnabled(self, enabled):
-        for widget in (self.ui.t1rhoEchoSelector, self.ui.t2EchoSelector, self.ui.t1rhoSeriesSelector, self.ui.t2SeriesSelector,
-                       self.ui.t1rhoTimesEdit, self.ui.t2TimesEdit, self.ui.segmentationSelector, self.ui.atlasCombo,
-                       self.ui.atlasFolderEdit, self.ui.engineCombo, self.ui.fitMethodCombo, self.ui.gridSpacingSpin,
-                       self.ui.iterationsSpin, self.ui.rigiditySpin, self.ui.t1rhoMaxSpin, self.ui.t2MaxSpin, self.ui.minSnrSpin,
-                       self.ui.presetFolderEdit, self.ui.presetTextEdit, self.ui.echoTable, self.ui.echoUpButton,
-                       self.ui.echoDownButton):
-            widget.enabled = enabled
-        self.ui.progressBar.visible = not enabled
-
-    def showJobProgress(self, fraction, text):
-        self.ui.progressBar.value = int(100 * fraction)
-        if text:
-            self.ui.statusLog.appendPlainText(text)
+    def jobInputWidgets(self):
+        return (self.ui.t1rhoEchoSelector, self.ui.t2EchoSelector, self.ui.t1rhoSeriesSelector, self.ui.t2SeriesSelector,
+                self.ui.t1rhoTimesEdit, self.ui.t2TimesEdit, self.ui.segmentationSelector, self.ui.atlasCombo,
+                self.ui.atlasFolderEdit, self.ui.engineCombo, self.ui.fitMethodCombo, self.ui.gridSpacingSpin,
+                self.ui.iterationsSpin, self.ui.rigiditySpin, self.ui.t1rhoMaxSpin, self.ui.t2MaxSpin, self.ui.minSnrSpin,
+                self.ui.presetFolderEdit, self.ui.presetTextEdit, self.ui.echoTable, self.ui.echoUpButton,
+                self.ui.echoDownButton)
 
     def onApplyButton(self):
         if self.jobRunning:

@@ -179,17 +179,10 @@ class DiscSegmentationWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMi
 
     # ---------------------------------------------------------------- actions
 
-    def setInputsEnabled(self, enabled):
-        for widget in (self.ui.inputSelector, self.ui.modelCombo, self.ui.modelPathEdit, self.ui.deviceCombo,
-                       self.ui.thresholdSlider, self.ui.minSizeSpin, self.ui.segmentationSelector, self.ui.uncertaintySelector,
-                       self.ui.labelMapSelector):
-            widget.enabled = enabled
-        self.ui.progressBar.visible = not enabled
-
-    def showJobProgress(self, fraction, text):
-        self.ui.progressBar.value = int(100 * fraction)
-        if text:
-            self.addLog(text)
+    def jobInputWidgets(self):
+        return (self.ui.inputSelector, self.ui.modelCombo, self.ui.modelPathEdit, self.ui.deviceCombo,
+                self.ui.thresholdSlider, self.ui.minSizeSpin, self.ui.segmentationSelector, self.ui.uncertaintySelector,
+                self.ui.labelMapSelector)
 
     def onApplyButton(self):
         if self.jobRunning:

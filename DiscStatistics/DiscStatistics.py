@@ -211,21 +211,17 @@ class DiscStatisticsWidget(ScriptedLoadableModuleWidget, BackgroundJobWidgetMixi
         for button in (self.ui.exportTablesButton, self.ui.exportFigureButton, self.ui.capture3DButton):
             button.enabled = loaded
 
+    def jobInputWidgets(self):
+        return (self.ui.studyPathEdit, self.ui.manifestPathEdit, self.ui.analysisNameEdit, self.ui.variableEdit,
+                self.ui.covariatesEdit, self.ui.cutEdit, self.ui.baselineEdit, self.ui.followupEdit,
+                self.ui.analysisKindCombo, self.ui.mapCombo, self.ui.secondMapCombo, self.ui.methodCombo,
+                self.ui.correctionCombo, self.ui.welchCheckBox, self.ui.tfceCheckBox, self.ui.permutationsSpin,
+                self.ui.seedSpin, self.ui.alphaSpin, self.ui.analysisCombo, self.ui.showMapCombo)
+
     def setInputsEnabled(self, enabled):
-        for widget in (self.ui.studyPathEdit, self.ui.manifestPathEdit, self.ui.analysisNameEdit, self.ui.variableEdit,
-                       self.ui.covariatesEdit, self.ui.cutEdit, self.ui.baselineEdit, self.ui.followupEdit,
-                       self.ui.analysisKindCombo, self.ui.mapCombo, self.ui.secondMapCombo, self.ui.methodCombo,
-                       self.ui.correctionCombo, self.ui.welchCheckBox, self.ui.tfceCheckBox, self.ui.permutationsSpin,
-                       self.ui.seedSpin, self.ui.alphaSpin, self.ui.analysisCombo, self.ui.showMapCombo):
-            widget.enabled = enabled
-        self.ui.progressBar.visible = not enabled
+        super().setInputsEnabled(enabled)
         if enabled:
             self._jobKind = None
-
-    def showJobProgress(self, fraction, text):
-        self.ui.progressBar.value = int(100 * fraction)
-        if text:
-            self.addLog(text)
 
     def addLog(self, text):
         self.ui.statusLog.appendPlainText(text)

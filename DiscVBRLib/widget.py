@@ -68,9 +68,9 @@ class BackgroundJobWidgetMixin:
     Closing the scene cancels the job: nothing is loaded into the next scene.
 
     The widget provides ``self._jobTimer`` (a ``qt.QTimer`` whose ``timeout`` calls
-    :meth:`onJobTimer`), ``setInputsEnabled``, ``showJobProgress``, ``addLog`` and
-    ``updateGUIFromParameterNode``. No Qt and no ``slicer`` import here: the tests drive it
-    with stand-ins and a stub clock.
+    :meth:`onJobTimer`), ``jobInputWidgets()`` (the widgets to disable while a job runs),
+    ``self.ui.progressBar``, ``addLog`` and ``updateGUIFromParameterNode``. No Qt and no
+    ``slicer`` import here: the tests drive it with stand-ins and a stub clock.
     """
 
     _job = None
@@ -86,6 +86,18 @@ class BackgroundJobWidgetMixin:
     @property
     def jobRunning(self) -> bool:
         return self._job is not None
+
+    def setInputsEnabled(self, enabled: bool) -> None:
+        """Enable or disable the widget's inputs; the progress bar shows while they are disabled."""
+        for widget in self.jobInputWidgets():
+            widget.enabled = enabled
+        self.ui.progressBar.visible = not enabled
+
+    def showJobProgress(self, fraction: float, text: str) -> None:
+        """Show a job's progress (0-1) on the progress bar and its step in the log."""
+        self.ui.progressBar.value = int(100 * fraction)
+        if text:
+            self.addLog(text)
 
     def startJob(self, job, finish) -> None:
         """Watch a started job; ``finish(job)`` runs once it has ended by itself."""

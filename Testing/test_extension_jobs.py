@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 
 from discvbr.extension import jobs
@@ -97,20 +98,26 @@ class ParentWidget:
 
 
 class FakeJobWidget(BackgroundJobWidgetMixin, ParentWidget):
+    """The mixin with stand-ins for the Qt widgets: two inputs, a progress bar, a log."""
+
     def __init__(self, clock):
         self._jobTimer = FakeTimer()
-        self.inputs_enabled = True
-        self.progress, self.log, self.finished, self.gui_updates = [], [], [], 0
+        self.inputs = (SimpleNamespace(enabled=True), SimpleNamespace(enabled=True))
+        self.ui = SimpleNamespace(progressBar=SimpleNamespace(value=0, visible=False))
+        self.log, self.finished, self.gui_updates = [], [], 0
         self._clock = clock
+
+    @property
+    def inputs_enabled(self):
+        states = {widget.enabled for widget in self.inputs}
+        assert len(states) == 1 and self.ui.progressBar.visible == (states == {False}), "inputs and progress bar disagree"
+        return states == {True}
 
     def _jobClock(self):
         return self._clock()
 
-    def setInputsEnabled(self, enabled):
-        self.inputs_enabled = enabled
-
-    def showJobProgress(self, fraction, text):
-        self.progress.append((fraction, text))
+    def jobInputWidgets(self):
+        return self.inputs
 
     def addLog(self, text):
         self.log.append(text)
@@ -154,7 +161,7 @@ def test_widget_disables_inputs_while_a_job_runs_and_finishes_it_once():
     widget.startJob(job, widget.finished.append)
     assert widget.jobRunning and not widget.inputs_enabled and widget._jobTimer.active
     widget.onJobTimer()
-    assert widget.progress[-1] == (0.5, "half way") and widget.log == ["warning: L1L2 small"]
+    assert widget.ui.progressBar.value == 50 and widget.log[-2:] == ["half way", "warning: L1L2 small"]
     assert widget.finished == []
     job.running = False
     widget.onJobTimer()
