@@ -23,7 +23,10 @@ from discvbr.registration.disc import distance_image
 from discvbr.registration.engine import voxel_positions
 from discvbr.registration.known import deform_labels, draw_deformation, point_errors, subject_grid
 from discvbr.registration.params import (
+    DEPTH_LIMIT_ENTRY,
     INPUT_IMAGE_ENTRY,
+    PARAMETER_DIR,
+    depth_limit,
     load_parameter_files,
     read_parameter_file,
     registration_preset,
@@ -144,6 +147,35 @@ def test_distance_image_is_depth_inside_and_fades_outside():
     expected = np.clip(band + radius - r, 0.0, None)
     assert np.abs(values - expected).max() <= 0.5 * spacing + 1e-6
     assert values.min() == 0.0 and values[r > radius + band + spacing].max() == 0.0
+
+
+def test_distance_image_levels_off_at_the_depth_limit():
+    # same circle: with a 3 mm limit the value is band + min(depth, 3) (tolerance half a voxel),
+    # and outside the disc nothing changes
+    spacing, radius, band, limit = 0.5, 10.0, 5.0, 3.0
+    n = 61
+    affine = np.diag([4.0, spacing, spacing, 1.0])
+    j, k = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(j - n // 2, k - n // 2) * spacing
+    mask = Image((r <= radius).astype(np.float32)[None], affine)
+    values = distance_image(mask, ndim=2, band_mm=band, depth_limit_mm=limit).array[0]
+    expected = np.clip(band + np.minimum(radius - r, limit), 0.0, None)
+    assert np.abs(values - expected).max() <= 0.5 * spacing + 1e-6
+    assert values.max() == pytest.approx(band + limit)
+
+
+def test_depth_limit_entry_is_read_and_checked(tmp_path):
+    for ndim in (2, 3):
+        assert {depth_limit(pm) for pm in load_parameter_files(ndim)} == {3.0}
+    paper = registration_preset("paper")
+    assert {depth_limit(pm) for pm in load_parameter_files(2, parameter_dir=paper.parameter_dir)} == {None}
+    for name in ("affine-2d.txt", "bspline-2d.txt"):
+        pm = read_parameter_file(PARAMETER_DIR / name)
+        if name.startswith("bspline"):
+            pm[DEPTH_LIMIT_ENTRY] = ("-1",)
+        write_parameter_file(tmp_path / name, pm)
+    with pytest.raises(DiscVBRError, match=r"bspline-2d.txt: DiscVBRDepthLimit must be a positive number of mm, got '-1'"):
+        load_parameter_files(2, parameter_dir=tmp_path)
 
 
 def test_default_and_paper_presets_register_what_their_files_say(tmp_path):

@@ -45,6 +45,9 @@ CANDIDATES: dict[str, tuple[str, dict, dict]] = {
     # the default's grid and weight with bending energy instead of the rigidity penalty
     "default-bending": ("default", {}, {"bspline": {"Metric": ("AdvancedMeanSquares", "TransformBendingEnergyPenalty"),
                                                    "Metric1Weight": ("0.1",)}}),
+    # before 2026-12-04 evening's default: depth maps without a limit, points free to move left-right
+    "depth-unlimited": ("default", {}, {st: {"DiscVBRDepthLimit": ("1000",), "UseMovingImageDerivativeScales": ("false",)}
+                                        for st in ("affine", "bspline")}),
 }
 
 

@@ -40,6 +40,7 @@ from discvbr.registration.params import (
     ParameterMap,
     RegistrationParams,
     build_parameter_maps,
+    depth_limit,
     input_image,
     read_parameter_file,
     write_parameter_file,
@@ -302,7 +303,9 @@ def check_same_grid(image: Image, shape: tuple[int, ...], affine: np.ndarray, *,
         )
 
 
-def distance_image(mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM) -> Image:
+def distance_image(
+    mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM, depth_limit_mm: float | None = None
+) -> Image:
     """The image elastix registers instead of a disc mask: depth in the disc, fading outside.
 
     Value ``band_mm + depth`` at a voxel ``depth`` mm inside the disc's edge, falling by 1
@@ -320,6 +323,11 @@ def distance_image(mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM)
     ndim : {2, 3}
     band_mm : float
         Width of the band outside the disc with non-zero values, mm.
+    depth_limit_mm : float, optional
+        Depth beyond which values stay at ``band_mm + depth_limit_mm``. Depth in mm does not
+        scale with the disc: the centre of a disc half as high is half as deep. Levelling
+        off a few mm in keeps a thin disc's interior from being pulled towards the values
+        of a thick one's, so edges and the regulariser place the centre.
 
     Returns
     -------
@@ -333,7 +341,8 @@ def distance_image(mask: Image, *, ndim: int, band_mm: float = DISTANCE_BAND_MM)
     inside_depth = ndimage.distance_transform_edt(plane, sampling=spacing)
     # half a voxel (along the finest axis) moves the zero level from voxel centres to the edge
     half = 0.5 * float(np.min(spacing))
-    signed = np.where(plane, -(inside_depth - half), outside_depth - half)
+    depth = inside_depth - half if depth_limit_mm is None else np.minimum(inside_depth - half, depth_limit_mm)
+    signed = np.where(plane, -depth, outside_depth - half)
     values = np.maximum(band_mm - signed, 0.0)
     values = values[None] if ndim == 2 else values
     return Image(values.astype(np.float32), mask.affine)
@@ -409,7 +418,9 @@ def register_disc(
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
     if input_image(maps[0]) == "distance":
-        fixed, moving = distance_image(fixed, ndim=ndim), distance_image(moving, ndim=ndim)
+        limit = depth_limit(maps[0])
+        fixed = distance_image(fixed, ndim=ndim, depth_limit_mm=limit)
+        moving = distance_image(moving, ndim=ndim, depth_limit_mm=limit)
 
     run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()

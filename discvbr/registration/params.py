@@ -34,6 +34,8 @@ __all__ = [
     "INPUT_IMAGE_ENTRY",
     "INPUT_IMAGES",
     "input_image",
+    "DEPTH_LIMIT_ENTRY",
+    "depth_limit",
     "PRESETS",
     "registration_preset",
     "parameter_file_names",
@@ -53,6 +55,9 @@ ParameterMap = dict[str, tuple[str, ...]]
 #: ``"mask"`` the 0/1 masks (the paper's; also assumed when a file has no such entry).
 INPUT_IMAGE_ENTRY = "DiscVBRInputImage"
 INPUT_IMAGES: tuple[str, ...] = ("distance", "mask")
+#: Parameter-file entry (elastix ignores it): depth (mm) beyond which a depth map stays flat;
+#: absent, depth keeps rising to the disc's centre.
+DEPTH_LIMIT_ENTRY = "DiscVBRDepthLimit"
 
 _ENTRY = re.compile(r"\(\s*([A-Za-z0-9_]+)((?:\s+(?:\"[^\"]*\"|[^\s()\"]+))*)\s*\)")
 _TOKEN = re.compile(r"\"([^\"]*)\"|([^\s\"]+)")
@@ -205,6 +210,16 @@ def load_parameter_files(ndim: int, *, parameter_dir: str | os.PathLike | None =
             raise DiscVBRError(
                 f"{folder / f'{stage}-{ndim}d.txt'}: {INPUT_IMAGE_ENTRY} is {kind!r}; expected one of {', '.join(INPUT_IMAGES)}"
             )
+        if DEPTH_LIMIT_ENTRY in pm:
+            try:
+                limit = depth_limit(pm)
+            except ValueError:
+                limit = None
+            if limit is None or not limit > 0:
+                raise DiscVBRError(
+                    f"{folder / f'{stage}-{ndim}d.txt'}: {DEPTH_LIMIT_ENTRY} must be a positive number of mm, "
+                    f"got {' '.join(pm[DEPTH_LIMIT_ENTRY])!r}"
+                )
     if len({input_image(pm) for pm in maps}) > 1:
         raise DiscVBRError(
             f"{folder}: the affine and B-spline files of {ndim}D name different {INPUT_IMAGE_ENTRY} values; both stages "
@@ -216,6 +231,12 @@ def load_parameter_files(ndim: int, *, parameter_dir: str | os.PathLike | None =
 def input_image(parameter_map: Mapping[str, Sequence[str]]) -> str:
     """What a parameter map registers: ``"distance"`` or ``"mask"`` (:data:`INPUT_IMAGE_ENTRY`; absent: mask)."""
     return str(parameter_map.get(INPUT_IMAGE_ENTRY, ("mask",))[0])
+
+
+def depth_limit(parameter_map: Mapping[str, Sequence[str]]) -> float | None:
+    """Depth (mm) at which a parameter map's depth maps level off (:data:`DEPTH_LIMIT_ENTRY`); ``None``: no limit."""
+    value = parameter_map.get(DEPTH_LIMIT_ENTRY)
+    return None if value is None else float(value[0])
 
 
 def pyramid_schedule(spacing: Sequence[float], shape: Sequence[int], levels: int) -> np.ndarray:
