@@ -133,16 +133,20 @@ def test_qc_flags_an_implausible_det_jacobian_range():
     assert flag_disc(qc_of(bent), QCThresholds(det_jacobian_range=(0.1, 2.0))) == []
 
 
+def _circle_mask(radius: float, spacing: float) -> tuple[Image, np.ndarray]:
+    """A single-slice disc of ``radius`` mm on a 61 x 61 grid, and each voxel's distance (mm) from its centre."""
+    n = 61
+    j, k = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(j - n // 2, k - n // 2) * spacing
+    return Image((r <= radius).astype(np.float32)[None], np.diag([4.0, spacing, spacing, 1.0])), r
+
+
 def test_distance_image_is_depth_inside_and_fades_outside():
     # a disc of radius 10 mm on a 0.5 mm grid: the value is band + depth inside and band -
     # distance outside, 0 beyond the band (reference: the analytic distance to the circle;
     # tolerance half a voxel)
     spacing, radius, band = 0.5, 10.0, 5.0
-    n = 61
-    affine = np.diag([4.0, spacing, spacing, 1.0])
-    j, k = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    r = np.hypot(j - n // 2, k - n // 2) * spacing
-    mask = Image((r <= radius).astype(np.float32)[None], affine)
+    mask, r = _circle_mask(radius, spacing)
     values = distance_image(mask, ndim=2, band_mm=band).array[0]
     expected = np.clip(band + radius - r, 0.0, None)
     assert np.abs(values - expected).max() <= 0.5 * spacing + 1e-6
@@ -153,11 +157,7 @@ def test_distance_image_levels_off_at_the_depth_limit():
     # same circle: with a 3 mm limit the value is band + min(depth, 3) (tolerance half a voxel),
     # and outside the disc nothing changes
     spacing, radius, band, limit = 0.5, 10.0, 5.0, 3.0
-    n = 61
-    affine = np.diag([4.0, spacing, spacing, 1.0])
-    j, k = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    r = np.hypot(j - n // 2, k - n // 2) * spacing
-    mask = Image((r <= radius).astype(np.float32)[None], affine)
+    mask, r = _circle_mask(radius, spacing)
     values = distance_image(mask, ndim=2, band_mm=band, depth_limit_mm=limit).array[0]
     expected = np.clip(band + np.minimum(radius - r, limit), 0.0, None)
     assert np.abs(values - expected).max() <= 0.5 * spacing + 1e-6
