@@ -176,6 +176,10 @@ def test_depth_limit_entry_is_read_and_checked(tmp_path):
         write_parameter_file(tmp_path / name, pm)
     with pytest.raises(DiscVBRError, match=r"bspline-2d.txt: DiscVBRDepthLimit must be a positive number of mm, got '-1'"):
         load_parameter_files(2, parameter_dir=tmp_path)
+    pm[DEPTH_LIMIT_ENTRY] = ("5",)
+    write_parameter_file(tmp_path / "bspline-2d.txt", pm)
+    with pytest.raises(DiscVBRError, match=rf"{tmp_path}.*different {DEPTH_LIMIT_ENTRY}"):
+        load_parameter_files(2, parameter_dir=tmp_path)
 
 
 def test_default_and_paper_presets_register_what_their_files_say(tmp_path):

@@ -220,6 +220,11 @@ def load_parameter_files(ndim: int, *, parameter_dir: str | os.PathLike | None =
                     f"{folder / f'{stage}-{ndim}d.txt'}: {DEPTH_LIMIT_ENTRY} must be a positive number of mm, "
                     f"got {' '.join(pm[DEPTH_LIMIT_ENTRY])!r}"
                 )
+    if len({pm.get(DEPTH_LIMIT_ENTRY) for pm in maps}) > 1:
+        raise DiscVBRError(
+            f"{folder}: the affine and B-spline files of {ndim}D name different {DEPTH_LIMIT_ENTRY} values; both stages "
+            "register the same depth maps"
+        )
     if len({input_image(pm) for pm in maps}) > 1:
         raise DiscVBRError(
             f"{folder}: the affine and B-spline files of {ndim}D name different {INPUT_IMAGE_ENTRY} values; both stages "
