@@ -19,7 +19,7 @@ import pytest
 from discvbr.errors import DiscVBRError
 from discvbr.io import Image
 from discvbr.registration import QCThresholds, load_atlas, register_disc
-from discvbr.registration.disc import distance_image
+from discvbr.registration.disc import aligned_distance_image, distance_image
 from discvbr.registration.engine import voxel_positions
 from discvbr.registration.known import deform_labels, draw_deformation, point_errors, subject_grid
 from discvbr.registration.params import (
@@ -93,6 +93,20 @@ def test_known_deformation_2d_point_error_within_goal(atlas_name, label, family,
     assert abs(errors["det_jacobian"].min() - errors["det_jacobian_true"].min()) <= 0.15
     assert abs(errors["det_jacobian"].max() - errors["det_jacobian_true"].max()) <= 0.15
     assert reg.qc.dice >= 0.97 and reg.qc.flags == []
+
+
+def test_affine_known_deformation_keeps_det_jacobian_within_goal():
+    # a pure affine map (degenerated L3L4, 25 % more area): the true det J is one number; the
+    # B-spline stage, comparing depth maps measured in the same (atlas) millimetres after the
+    # affine stage, must not spread it by more than the 0.1 at either end (depth maps
+    # in each disc's own millimetres spread it to 1.12-1.28 around the true 1.26)
+    atlas = load_atlas("phantom-degenerated", mode="2d")
+    deformation, subject = _known_subject(atlas, 3, "affine", seed=37)
+    errors = point_errors(register_disc(subject, 3, atlas, subject="known-affine"), deformation)
+    true = errors["det_jacobian_true"]
+    assert np.ptp(true) < 1e-9
+    assert np.abs(errors["det_jacobian"] - true[0]).max() <= 0.1
+    assert np.median(errors["error_mm"]) <= GOAL_MEDIAN_MM
 
 
 def test_known_deformation_3d_point_error_within_goal():
@@ -238,3 +252,32 @@ def test_known_deformation_refuses_bad_requests():
     folded = type(deformation)(**{**deformation.__dict__, "amplitude_mm": 30.0, "wavelength_mm": 10.0})
     with pytest.raises(DiscVBRError, match="could not be inverted"):
         folded.inverse(voxel_positions(atlas.labels.shape, atlas.labels.affine, 2))
+
+
+def test_aligned_distance_image_measures_depth_in_atlas_millimetres():
+    # subject disc: an ellipse (semi-axes 12.5 and 8 mm, turned 20 degrees, shifted) on a
+    # 0.7 mm grid, which is the atlas circle of radius 10 mm through x -> linear x + shift.
+    # Seen through that map its depth map is the circle's, on the atlas's 0.5 mm grid
+    # (reference: the analytic distance to the circle), where its own depth map is up to
+    # 8 mm deep, not 10
+    spacing, radius, band = 0.5, 10.0, 5.0
+    atlas_mask, r = _circle_mask(radius, spacing)
+    turn = np.deg2rad(20.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    centre = voxel_positions(atlas_mask.shape, atlas_mask.affine, 2)[30, 30]
+    linear = rotation @ np.diag([1.25, 0.8])
+    shift = centre - linear @ centre + np.array([3.0, -2.0])
+    subject_affine = np.diag([4.0, 0.7, 0.7, 1.0])
+    subject_affine[1:3, 3] = [-10.0, -10.0]
+    points = voxel_positions((1, 66, 66), subject_affine, 2)
+    back = (points - shift) @ np.linalg.inv(linear).T
+    inside = np.linalg.norm(back - centre, axis=-1) <= radius
+    subject = Image(inside.astype(np.float32)[None], subject_affine)
+    values = aligned_distance_image(subject, atlas_mask, linear, shift, ndim=2, band_mm=band).array[0]
+    expected = np.clip(band + radius - r, 0.0, None)
+    error = np.abs(values - expected)
+    # a subject voxel seen in atlas mm is up to 0.7 * 1.25 = 0.875 mm wide: within one such
+    # voxel of the edge a voxel can take the wrong side; farther, half of one
+    assert error.max() <= 0.875 and error[np.abs(r - radius) > 1.0].max() <= 0.44
+    assert np.median(error[expected > 0]) <= 0.2
+    assert distance_image(subject, ndim=2, band_mm=band).array.max() <= band + 8.0 + 0.35

@@ -59,17 +59,17 @@ class SlicerElastixRunner:
         from discvbr.mrml.transforms import det_jacobian_from_points, points_from_transform
         from discvbr.mrml.volumes import volume_from_image
         from discvbr.registration.params import write_parameter_file
-        from discvbr.resources import REGISTRATION_STAGES
 
         if ndim != 3:
             raise RuntimeError("SlicerElastix registers 3D volumes; single-slice data are registered with itk-elastix")
         with tempfile.TemporaryDirectory(prefix="discvbr-slicer-elastix-") as folder, TemporaryNodes(self.scene):
+            # register_disc may run one stage at a time: name each file by its map's transform
             files = [
                 write_parameter_file(
-                    Path(folder) / f"{i}-{stage}.txt", dict(pm, WriteResultImage=("false",)),
-                    header=f"DiscVBR disc registration, {stage} stage (written for SlicerElastix)",
+                    Path(folder) / f"{i}-{pm.get('Transform', ('stage',))[0]}.txt", dict(pm, WriteResultImage=("false",)),
+                    header=f"DiscVBR disc registration, {pm.get('Transform', ('',))[0]} stage (written for SlicerElastix)",
                 )
-                for i, (stage, pm) in enumerate(zip(REGISTRATION_STAGES, parameter_maps))
+                for i, pm in enumerate(parameter_maps)
             ]
             fixed_node = volume_from_image(self.scene, fixed, name="DiscVBR atlas disc (temporary)")
             moving_node = volume_from_image(self.scene, moving, name="DiscVBR subject disc (temporary)")

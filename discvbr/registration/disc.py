@@ -7,8 +7,9 @@ four-resolution recursive-pyramid affine registration scales, rotates and shears
 B-spline registration with a rigidity penalty deforms it. What elastix compares is named by
 the parameter files (:data:`~discvbr.registration.params.INPUT_IMAGE_ENTRY`): by default each
 disc's depth map (:func:`distance_image`, mean squares), so that the whole shape and not only
-the voxelised edge drives the interior; with the paper's preset the 0/1 masks (mutual
-information). The fixed image is the atlas disc, so the transform maps atlas positions to
+the voxelised edge drives the interior, the B-spline stage comparing the atlas disc's with
+the subject disc's seen through the affine result (:func:`aligned_distance_image`); with the
+paper's preset the 0/1 masks (mutual information), both stages in one elastix run. The fixed image is the atlas disc, so the transform maps atlas positions to
 subject positions and pulls any subject image into atlas space
 (:mod:`discvbr.registration.apply`).
 
@@ -28,6 +29,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from discvbr import __version__
 from discvbr.errors import DiscVBRError
@@ -58,6 +60,7 @@ __all__ = [
     "register_disc",
     "disc_mask",
     "distance_image",
+    "aligned_distance_image",
     "check_same_grid",
 ]
 
@@ -132,8 +135,11 @@ class DiscRegistration:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the transform, the parameters that ran, QC and the atlas grid to ``folder``.
 
-        Files: ``TransformParameters.0.txt`` (affine) and ``TransformParameters.1.txt``
-        (B-spline; it names the affine file as its initial transform), ``parameters.affine.txt``
+        Files: ``TransformParameters.0.txt`` and ``TransformParameters.1.txt``, an elastix chain
+        (the second names the first as its initial transform; transformix applies ``.0``
+        to an atlas point first): with depth maps (the default) ``.0`` is the B-spline stage
+        and ``.1`` the affine one, with masks (the paper's preset) the other way round;
+        ``parameters.affine.txt``
         and ``parameters.bspline.txt``, ``atlas_disc.nii.gz`` (the atlas-space grid),
         ``det_jacobian.nii.gz``, ``points.npy`` (the subject-frame position of every atlas-grid
         voxel, so that loading needs no transformix run) and ``registration.json`` (written
@@ -341,11 +347,115 @@ def distance_image(
     inside_depth = ndimage.distance_transform_edt(plane, sampling=spacing)
     # half a voxel (along the finest axis) moves the zero level from voxel centres to the edge
     half = 0.5 * float(np.min(spacing))
-    depth = inside_depth - half if depth_limit_mm is None else np.minimum(inside_depth - half, depth_limit_mm)
-    signed = np.where(plane, -depth, outside_depth - half)
-    values = np.maximum(band_mm - signed, 0.0)
+    return _depth_map(plane, inside_depth - half, outside_depth - half, mask.affine, ndim=ndim,
+                      band_mm=band_mm, depth_limit_mm=depth_limit_mm)
+
+
+def aligned_distance_image(
+    mask: Image,
+    grid: Image,
+    linear: np.ndarray,
+    shift: np.ndarray,
+    *,
+    ndim: int,
+    band_mm: float = DISTANCE_BAND_MM,
+    depth_limit_mm: float | None = None,
+) -> Image:
+    """The depth map of a disc after an affine alignment, on the atlas grid.
+
+    :func:`distance_image` of the disc in ``mask`` once pulled back through the affine map
+    ``y = linear @ x + shift`` (atlas frame -> subject frame): at an atlas-grid point ``x``
+    the disc's edge is measured in atlas millimetres, not in the subject's. A disc 25 %
+    higher than the atlas disc then has the atlas disc's depth profile, not one 25 % deeper,
+    so the B-spline stage registering it against the atlas disc's depth map is driven only by
+    what the affine map leaves unexplained, and does not compress or stretch the interior to
+    match depth ramps of the wrong slope.
+
+    Parameters
+    ----------
+    mask : Image
+        0/1 subject disc mask (values > 0.5 are inside), DiscVBR layout.
+    grid : Image
+        The atlas-side grid to compute the map on (its values are not used).
+    linear : ndarray, shape (ndim, ndim)
+    shift : ndarray, shape (ndim,)
+        The affine map from atlas-frame mm to subject-frame mm (registration frame,
+        :mod:`discvbr.registration.engine`).
+    ndim : {2, 3}
+    band_mm, depth_limit_mm : float
+        As in :func:`distance_image`.
+
+    Returns
+    -------
+    Image
+        float32 values on ``grid``.
+    """
+    inside_subject = np.asarray(mask.array) > 0.5
+    edges = _edge_points(inside_subject, mask.affine, ndim)
+    if len(edges) == 0:
+        raise DiscVBRError("the disc mask has no edge inside its crop (is the crop margin zero?)")
+    to_atlas = np.linalg.inv(linear)
+    atlas_points = engine.voxel_positions(grid.shape, grid.affine, ndim)
+    subject_points = atlas_points @ np.asarray(linear).T + shift
+    inside = sample(inside_subject, mask.affine, subject_points, ndim=ndim, order=0, cval=0.0) > 0.5
+    distance, _ = cKDTree((edges - shift) @ to_atlas.T).query(atlas_points.reshape(-1, ndim))
+    distance = distance.reshape(inside.shape)
+    return _depth_map(inside, distance, distance, grid.affine, ndim=ndim, band_mm=band_mm, depth_limit_mm=depth_limit_mm)
+
+
+def _edge_points(inside: np.ndarray, affine: np.ndarray, ndim: int) -> np.ndarray:
+    """Frame positions (mm) of a mask's edge: half-way between every inside voxel and its outside neighbours."""
+    plane = inside[0] if ndim == 2 else inside
+    index = []
+    for axis in range(plane.ndim):
+        crossing = np.argwhere(np.diff(plane.astype(np.int8), axis=axis) != 0).astype(float)
+        crossing[:, axis] += 0.5
+        index.append(crossing)
+    matrix, origin = engine.frame_geometry(affine, ndim)
+    return np.concatenate(index) @ matrix.T + origin
+
+
+def _depth_map(
+    inside: np.ndarray, depth: np.ndarray, outside_distance: np.ndarray, affine: np.ndarray, *,
+    ndim: int, band_mm: float, depth_limit_mm: float | None,
+) -> Image:
+    """Values ``band_mm + depth`` (levelled at ``depth_limit_mm``) inside, ``band_mm - distance`` outside, >= 0."""
+    if depth_limit_mm is not None:
+        depth = np.minimum(depth, depth_limit_mm)
+    values = np.maximum(band_mm - np.where(inside, -depth, outside_distance), 0.0)
     values = values[None] if ndim == 2 else values
-    return Image(values.astype(np.float32), mask.affine)
+    return Image(values.astype(np.float32), affine)
+
+
+def _register_depth_maps(
+    run: ElastixRunner, fixed: Image, moving: Image, maps: Sequence[ParameterMap], *, ndim: int
+) -> tuple[list[ParameterMap], np.ndarray, np.ndarray]:
+    """Both stages on depth maps: the affine stage on each disc's own, the B-spline stage after alignment.
+
+    The B-spline stage compares the atlas disc's depth map with the subject disc's as seen
+    through the affine result (:func:`aligned_distance_image`), in the atlas frame, so
+    depth is in the same millimetres on both sides. The combined map is the affine one after
+    the B-spline one; its elastix chain lists the B-spline stage first, since elastix applies
+    a chain's transforms to a point in that order.
+    """
+    limit = depth_limit(maps[0])
+    fixed_depth = distance_image(fixed, ndim=ndim, depth_limit_mm=limit)
+    affine_maps, affine_points, _ = run(fixed_depth, distance_image(moving, ndim=ndim, depth_limit_mm=limit), maps[:1], ndim=ndim)
+    linear, shift = _fit_affine(engine.voxel_positions(fixed.shape, fixed.affine, ndim), affine_points, ndim)
+    aligned = aligned_distance_image(moving, fixed, linear, shift, ndim=ndim, depth_limit_mm=limit)
+    bspline_maps, bspline_points, bspline_det = run(fixed_depth, aligned, maps[1:], ndim=ndim)
+    points = np.asarray(bspline_points) @ linear.T + shift
+    det = np.asarray(bspline_det) * np.linalg.det(linear)
+    # an engine that gives only displacement fields gives no maps to chain
+    transform_maps = [*bspline_maps, *affine_maps] if bspline_maps and affine_maps else []
+    return transform_maps, points, det
+
+
+def _fit_affine(positions: np.ndarray, points: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(linear, shift)`` with ``points = linear @ positions + shift`` (least squares; exact for an affine stage)."""
+    design = np.column_stack([positions.reshape(-1, ndim), np.ones(positions.size // ndim)])
+    coefficients, *_ = np.linalg.lstsq(design, np.asarray(points).reshape(-1, ndim), rcond=None)
+    return coefficients[:ndim].T, coefficients[ndim]
 
 
 def _centroid(mask: np.ndarray, affine: np.ndarray, ndim: int) -> np.ndarray:
@@ -417,15 +527,13 @@ def register_disc(
     frame_shape = fixed.shape[1:] if ndim == 2 else fixed.shape
     frame_spacing = fixed.spacing[1:] if ndim == 2 else fixed.spacing
     maps = build_parameter_maps(params, ndim=ndim, spacing=frame_spacing, shape=frame_shape)
-    if input_image(maps[0]) == "distance":
-        limit = depth_limit(maps[0])
-        fixed = distance_image(fixed, ndim=ndim, depth_limit_mm=limit)
-        moving = distance_image(moving, ndim=ndim, depth_limit_mm=limit)
-
     run = runner if runner is not None else itk_elastix_runner(log_file)
     start = time.perf_counter()
     try:
-        transform_maps, points, det = run(fixed, moving, maps, ndim=ndim)
+        if input_image(maps[0]) == "distance":
+            transform_maps, points, det = _register_depth_maps(run, fixed, moving, maps, ndim=ndim)
+        else:
+            transform_maps, points, det = run(fixed, moving, maps, ndim=ndim)
     except RuntimeError as exc:
         raise DiscVBRError(f"{where}: elastix failed: {str(exc).splitlines()[0]}") from None
     seconds = time.perf_counter() - start
