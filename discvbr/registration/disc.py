@@ -92,7 +92,9 @@ class DiscRegistration:
         Grid of the subject mask the disc came from; images warped with this
         registration must share it.
     transform_maps : list of dict
-        elastix transform parameter maps (affine, B-spline), atlas -> subject.
+        elastix transform parameter maps, atlas -> subject, in chain order (transformix
+        applies the first to a point first): B-spline then affine with depth maps, affine
+        then B-spline with masks (one elastix run).
     parameter_maps : list of dict
         elastix parameter maps that ran.
     params : RegistrationParams
