@@ -40,7 +40,7 @@ from discvbr.errors import DiscVBRError
 from discvbr.io import ensure_writable, write_image, write_json, write_series
 from discvbr.levels import DISC_LEVELS
 from discvbr.manifest import SeriesRef, SessionEntry, write_manifest
-from discvbr.phantom.anatomy import SampleGrid, build_spine, rasterize
+from discvbr.phantom.anatomy import SampleGrid, Samples, build_spine, rasterize
 from discvbr.phantom.simulate import EFFECTS, PhantomSession, render_session
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "SubjectSpec",
     "draw_subject",
     "simulate_session",
+    "session_samples",
     "iter_cohort",
     "write_cohort",
     "DEFAULT_T1RHO_TIMES",
@@ -250,6 +251,23 @@ def simulate_session(config: PhantomConfig, spec: SubjectSpec, session: str = BA
     The follow-up shares the subject's anatomy and degeneration; the subject lies a little
     differently (new rotation and shift), and the planted follow-up change is applied.
     """
+    samples, grid, meta, rng = _session_samples(config, spec, session)
+    return render_subject_session(samples, config, spec, session, factors=grid.factors, affine=grid.affine, rng=rng, meta=meta)
+
+
+def session_samples(config: PhantomConfig, spec: SubjectSpec, session: str = BASELINE) -> tuple[Samples, SampleGrid]:
+    """The sub-voxel anatomy of one session, as :func:`simulate_session` paints it.
+
+    Its ``disc_u``, ``disc_v`` and ``disc_x`` are the normalised disc coordinates every
+    voxel of the session's images was made from: the truth of which atlas point a subject
+    point is (``benchmarks/bench_registration_phantom.py``).
+    """
+    samples, grid, _, _ = _session_samples(config, spec, session)
+    return samples, grid
+
+
+def _session_samples(config: PhantomConfig, spec: SubjectSpec, session: str):
+    """Samples, their grid, the placement metadata and the rng that goes on to render the session."""
     if session not in (BASELINE, FOLLOWUP):
         raise DiscVBRError(f"phantom session must be {BASELINE!r} or {FOLLOWUP!r}, got {session!r}")
     if session == FOLLOWUP and spec.followup is None:
@@ -268,16 +286,8 @@ def simulate_session(config: PhantomConfig, spec: SubjectSpec, session: str = BA
     through = 3 if config.mode == "2d" else 2
     grid = SampleGrid(shape, affine, config.supersample, through)
     samples = rasterize(geometry, grid, rng=rng)
-    return render_subject_session(
-        samples,
-        config,
-        spec,
-        session,
-        factors=grid.factors,
-        affine=affine,
-        rng=rng,
-        meta={"rotation_deg": rotation, "shift_mm": shift.tolist(), "lateral_offset_mm": lateral, "anatomy": spec.anatomy},
-    )
+    meta = {"rotation_deg": rotation, "shift_mm": shift.tolist(), "lateral_offset_mm": lateral, "anatomy": spec.anatomy}
+    return samples, grid, meta, rng
 
 
 def render_subject_session(
