@@ -45,7 +45,8 @@ CANDIDATES: dict[str, tuple[str, dict, dict]] = {
     # the default's grid and weight with bending energy instead of the rigidity penalty
     "default-bending": ("default", {}, {"bspline": {"Metric": ("AdvancedMeanSquares", "TransformBendingEnergyPenalty"),
                                                    "Metric1Weight": ("0.1",)}}),
-    # before 2026-12-04 evening's default: depth maps without a limit, points free to move left-right
+    # the default without what 2026-12-04 evening added (depth limit, no left-right motion in stacks);
+    # since 2026-12-05 its B-spline stage sees aligned depth maps too, so it is not that day's default
     "depth-unlimited": ("default", {}, {st: {"DiscVBRDepthLimit": ("1000",), "UseMovingImageDerivativeScales": ("false",)}
                                         for st in ("affine", "bspline")}),
 }
