@@ -164,7 +164,8 @@ def test_demo_on_a_tiny_cohort_reports_against_the_truth(tmp_path):
     from discvbr.pipeline import run_demo
 
     config = _fast_config()
-    result = run_demo(tmp_path, subjects=4, seed=3, followup_fraction=0.0, config=config)
+    # seed 1: two of the four subjects have ODI <= 40, so the ODI-groups comparison runs
+    result = run_demo(tmp_path, subjects=4, seed=1, followup_fraction=0.0, config=config)
     summary = json.loads(result.summary_path.read_text())
     evaluation = summary["evaluation"]
     # the shipped model segments every disc of the phantom well, and the mean disc T1rho
@@ -174,6 +175,16 @@ def test_demo_on_a_tiny_cohort_reports_against_the_truth(tmp_path):
     assert agreement["n"] == 4 * 5 and agreement["pearson_r"] > 0.95
     assert abs(evaluation["fit_error_t1rho_ms"]["median_error"]) < 1.0
     assert set(evaluation["effects"]) == {"odi_groups", "t1rho_vs_t2"}
+    assert evaluation["effects"]["odi_groups"]["status"] == "ok"
+    # the effect's strength where it was planted: the median |t| over the region of the saved t map
+    from discvbr.io import read_image
+    from discvbr.phantom import EFFECTS
+    from discvbr.phantom.coordinates import effect_weight_map
+
+    atlas_labels = read_image(tmp_path / "results" / "atlas" / "labels.nii.gz")
+    region = effect_weight_map(atlas_labels, EFFECTS["odi"]) >= 0.5
+    t = np.asarray(read_image(tmp_path / "results" / "stats" / "odi_groups" / "t.nii.gz").array)
+    assert evaluation["effects"]["odi_groups"]["median_abs_t_in_region"] == pytest.approx(np.nanmedian(np.abs(t[region])), abs=0.005)
     assert (tmp_path / "results" / "report.html").is_file()
     assert (tmp_path / "results" / "tables" / "agreement_true_vs_automatic_masks.csv").is_file()
 

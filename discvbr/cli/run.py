@@ -124,8 +124,10 @@ def demo_command(
                    f"median absolute error {fe['median_absolute_error']:.2f} ms")
     for name, e in ev.get("effects", {}).items():
         if "planted" in e:
+            strength = e.get("median_abs_t_in_region")
             typer.echo(f"  planted effect, analysis {name}: {100 * (e['found_in_region'] or 0):.0f}% of its region significant "
-                       f"({e['correction']}), {e['significant_outside_region']} significant voxels elsewhere")
+                       f"({e['correction']}), {e['significant_outside_region']} significant voxels elsewhere"
+                       + (f", median |t| in its region {strength:.2f}" if strength is not None else ""))
         elif e["status"] == "ok":
             typer.echo(f"  analysis {name}: {e['significant_voxels']} significant voxels ({e['correction']})")
         else:

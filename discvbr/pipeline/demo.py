@@ -263,6 +263,12 @@ def evaluate_against_truth(cohort_dir: str | os.PathLike, run: RunResult) -> dic
                 entry["region_voxels"] = int(region.sum())
                 entry["found_in_region"] = round(float(significant[region].mean()), 3) if region.any() else None
                 entry["significant_outside_region"] = int((significant & outside & discs).sum())
+                # the strength of the effect where planted: the share found under FWE control can
+                # swing with few subjects (6 follow-ups give 64 sign patterns), the statistic less
+                t_path = folder / "t.nii.gz"
+                if t_path.is_file() and region.any():
+                    t = np.abs(np.asarray(read_image(t_path).array, dtype=float))[region]
+                    entry["median_abs_t_in_region"] = round(float(np.nanmedian(t)), 2) if np.isfinite(t).any() else None
                 entry["found_where_planted"] = bool(significant[region].any() and not (significant & outside & discs).any())
         else:
             entry["message"] = analysis.message
