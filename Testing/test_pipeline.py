@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from discvbr import DiscVBRError
@@ -105,14 +106,20 @@ def test_kill_then_rerun_gives_the_uninterrupted_outputs(cohort, finished, tmp_p
     config.write_text(fast_run_settings)
     command = [sys.executable, "-m", "discvbr", "run", str(cohort / "manifest.csv"), "--out", str(out), "--config", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = psutil.Process(process.pid)
     deadline = time.monotonic() + 240
+    # killed while its disc workers run, once a session is complete
     while time.monotonic() < deadline and process.poll() is None:
-        if len(list(out.glob("subjects/*/*/session.json"))) >= 1:
+        if len(list(out.glob("subjects/*/*/session.json"))) >= 1 and run.children():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"
+    workers = run.children(recursive=True)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # its disc workers end too (they held ~800 MB each, for ever, before they watched their parent)
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert workers and not alive, f"workers left behind: {[p.pid for p in alive]}"
     assert not (out / "summary.json").exists()
     resumed = run_pipeline(cohort / "manifest.csv", out, config=_fast_config())
     assert sum(bool(s.skipped_steps) for s in resumed.sessions) >= 1
@@ -187,6 +194,22 @@ def test_demo_on_a_tiny_cohort_reports_against_the_truth(tmp_path):
     assert evaluation["effects"]["odi_groups"]["median_abs_t_in_region"] == pytest.approx(np.nanmedian(np.abs(t[region])), abs=0.005)
     assert (tmp_path / "results" / "report.html").is_file()
     assert (tmp_path / "results" / "tables" / "agreement_true_vs_automatic_masks.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_new_registration_method_redoes_the_registrations_only(cohort, finished, tmp_path, monkeypatch):
+    # a cohort run again after DiscVBR's registration changed must not keep the old
+    # transforms next to new ones: the method is part of each registration's record
+    import discvbr.registration.disc as disc
+
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    monkeypatch.setattr(disc, "REGISTRATION_METHOD", disc.REGISTRATION_METHOD + " (changed)")
+    again = run_pipeline(cohort / "manifest.csv", out, config=_fast_config())
+    for session in again.sessions:
+        assert session.status == "ok"
+        assert not any(step.startswith("register-") for step in session.skipped_steps), session.skipped_steps
+        assert {"mask", "native"} <= set(session.skipped_steps), session.skipped_steps
 
 
 @pytest.mark.slow

@@ -281,7 +281,8 @@ def _roi_rows(entry: SessionEntry, kind: str, space: str, t_map: np.ndarray, lab
 
 def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: SessionOutcome) -> dict:
     from discvbr.registration import DiscRegistration, DiscTask, RegistrationParams, load_atlas, run_disc_tasks
-    from discvbr.registration.params import parameter_file_names
+    from discvbr.registration.disc import REGISTRATION_METHOD
+    from discvbr.registration.params import PARAMETER_DIR, parameter_file_names
 
     settings = task.config.registration
     atlas = load_atlas(task.atlas_folder)
@@ -291,11 +292,9 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
         rigidity_weight=settings.rigidity_weight,
         parameter_dir=settings.parameter_folder or None,
     )
-    # the files' contents, not only their folder, decide whether a registration is redone
-    parameter_files = (
-        [Path(settings.parameter_folder) / name for name in parameter_file_names(atlas.ndim)]
-        if settings.parameter_folder else []
-    )
+    # the files' contents (the shipped ones too), not only their folder, and the method that
+    # reads them decide whether a registration is redone
+    parameter_files = [Path(settings.parameter_folder or PARAMETER_DIR) / name for name in parameter_file_names(atlas.ndim)]
     subject = f"{task.entry.subject}/{task.entry.session}"
     values = np.asarray(mask.array)
     registrations: dict[int, DiscRegistration] = {}
@@ -304,7 +303,7 @@ def _registration_stage(task: SessionTask, mask: Image, folder: Path, outcome: S
         step = Step(
             f"register-{level}",
             folder,
-            {"registration": config_to_dict(settings), "atlas": atlas.name},
+            {"registration": config_to_dict(settings), "atlas": atlas.name, "method": REGISTRATION_METHOD},
             [folder / "masks" / "discs.nii.gz", task.atlas_folder / "labels.nii.gz", *parameter_files],
         )
         if not (values == label).any():

@@ -53,6 +53,7 @@ from discvbr.resources import REGISTRATION_STAGES
 
 __all__ = [
     "DEFAULT_MARGIN_MM",
+    "REGISTRATION_METHOD",
     "MIN_DISC_VOXELS",
     "DiscRegistration",
     "ElastixRunner",
@@ -66,6 +67,10 @@ __all__ = [
 
 #: Margin around each disc's bounding box in the crops registered, mm.
 DEFAULT_MARGIN_MM = 10.0
+#: What :func:`register_disc` does with the parameter files, named for the pipeline's record
+#: of each registration: change it whenever the code gives another result for the same files
+#: and settings, so that a cohort run again redoes its registrations instead of mixing two methods.
+REGISTRATION_METHOD = "depth maps; B-spline stage on the affinely aligned subject depth map (2026-12-05)"
 #: Width of the band outside each disc where :func:`distance_image` is non-zero, mm.
 DISTANCE_BAND_MM = 10.0
 #: Fewest voxels a disc mask may have to be registered.

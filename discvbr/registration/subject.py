@@ -9,6 +9,9 @@ stops the others.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -85,11 +88,24 @@ def _run_task(task: DiscTask) -> DiscRegistration | DiscFailure:
         return DiscFailure(task.subject, task.label, f"subject {task.subject}, disc {level_of(task.label)}: {detail}", task.tag)
 
 
-def _context():
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Disc worker processes that end with this process, even when it is killed."""
     # fork keeps the already-loaded ITK wrapping (seconds per worker otherwise); ITK runs
     # with the platform threader, so no thread pool is copied half-alive into the child
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    # an idle worker waits on a pipe whose other end it holds itself: once the run is killed
+    # (SIGKILL, out of memory) it would wait for ever, holding its memory; watch the parent
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="discvbr-exit-with-parent", daemon=True).start()
 
 
 def run_disc_tasks(
@@ -134,7 +150,7 @@ def run_disc_tasks(
     engine.load_itk()
     pending = list(range(total))
     try:
-        with ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=_context()) as pool:
+        with _pool(min(jobs, total)) as pool:
             futures = {pool.submit(_run_task, tasks[i]): i for i in pending}
             for future in as_completed(futures):
                 record(futures[future], future.result())
@@ -143,7 +159,7 @@ def run_disc_tasks(
         # that only the disc that crashes is lost
         for i in [i for i in pending if results[i] is None]:
             try:
-                with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as single:
+                with _pool(1) as single:
                     record(i, single.submit(_run_task, tasks[i]).result())
             except BrokenProcessPool:
                 task = tasks[i]
