@@ -281,3 +281,13 @@ def test_aligned_distance_image_measures_depth_in_atlas_millimetres():
     assert error.max() <= 0.875 and error[np.abs(r - radius) > 1.0].max() <= 0.44
     assert np.median(error[expected > 0]) <= 0.2
     assert distance_image(subject, ndim=2, band_mm=band).array.max() <= band + 8.0 + 0.35
+
+
+def test_a_disc_filling_its_crop_is_refused_by_name():
+    # a box-shaped disc cropped with no margin has no edge to measure depth from: one clear
+    # message naming the subject and the disc, not a k-d tree error
+    atlas = load_atlas("phantom-healthy", mode="2d")
+    labels = np.zeros(atlas.labels.shape, np.uint8)
+    labels[0, 40:70, 100:112] = 2
+    with pytest.raises(DiscVBRError, match=r"^subject box, disc L4L5: the disc fills its whole crop.*crop margin above 0 mm"):
+        register_disc(Image(labels, atlas.labels.affine), 2, atlas, subject="box", margin_mm=0.0)

@@ -400,7 +400,7 @@ def aligned_distance_image(
     inside_subject = np.asarray(mask.array) > 0.5
     edges = _edge_points(inside_subject, mask.affine, ndim)
     if len(edges) == 0:
-        raise DiscVBRError("the disc mask has no edge inside its crop (is the crop margin zero?)")
+        raise DiscVBRError("the disc fills its whole crop, so it has no edge to measure depth from; use a crop margin above 0 mm")
     to_atlas = np.linalg.inv(linear)
     atlas_points = engine.voxel_positions(grid.shape, grid.affine, ndim)
     subject_points = atlas_points @ np.asarray(linear).T + shift
@@ -541,6 +541,8 @@ def register_disc(
             transform_maps, points, det = _register_depth_maps(run, fixed, moving, maps, ndim=ndim)
         else:
             transform_maps, points, det = run(fixed, moving, maps, ndim=ndim)
+    except DiscVBRError as exc:
+        raise DiscVBRError(f"{where}: {exc}") from None
     except RuntimeError as exc:
         raise DiscVBRError(f"{where}: elastix failed: {str(exc).splitlines()[0]}") from None
     seconds = time.perf_counter() - start
