@@ -64,13 +64,13 @@ class SlicerElastixRunner:
             raise RuntimeError("SlicerElastix registers 3D volumes; single-slice data are registered with itk-elastix")
         with tempfile.TemporaryDirectory(prefix="discvbr-slicer-elastix-") as folder, TemporaryNodes(self.scene):
             # register_disc may run one stage at a time: name each file by its map's transform
-            files = [
-                write_parameter_file(
-                    Path(folder) / f"{i}-{pm.get('Transform', ('stage',))[0]}.txt", dict(pm, WriteResultImage=("false",)),
-                    header=f"DiscVBR disc registration, {pm.get('Transform', ('',))[0]} stage (written for SlicerElastix)",
-                )
-                for i, pm in enumerate(parameter_maps)
-            ]
+            files = []
+            for i, pm in enumerate(parameter_maps):
+                stage = pm.get("Transform", ("stage",))[0]
+                files.append(write_parameter_file(
+                    Path(folder) / f"{i}-{stage}.txt", dict(pm, WriteResultImage=("false",)),
+                    header=f"DiscVBR disc registration, {stage} stage (written for SlicerElastix)",
+                ))
             fixed_node = volume_from_image(self.scene, fixed, name="DiscVBR atlas disc (temporary)")
             moving_node = volume_from_image(self.scene, moving, name="DiscVBR subject disc (temporary)")
             transform = self.scene.AddNewNodeByClass("vtkMRMLTransformNode", "DiscVBR disc transform (temporary)")
