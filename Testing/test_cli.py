@@ -99,3 +99,25 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path):
     blocker.write_text("")
     code = main(["phantom", "--subjects", "1", "--out", str(blocker / "sub")])
     assert code == 2
+
+
+def test_demo_passes_its_follow_up_share_and_defaults_to_the_apis(tmp_path, monkeypatch, capsys):
+    # the demo's longitudinal check needs enough follow-ups for its sign-flip test; the command
+    # line must give what it is asked for and, unasked, the same share as run_demo
+    import inspect
+
+    import discvbr.pipeline.demo as demo
+    from discvbr.errors import DiscVBRError
+
+    asked = []
+
+    def fake_run_demo(out, **options):
+        asked.append(options["followup_fraction"])
+        raise DiscVBRError("stopped by the test")
+
+    default = inspect.signature(demo.run_demo).parameters["followup_fraction"].default
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path / "a"), "--followup-fraction", "0.25"]) == 2
+    assert main(["demo", "--out", str(tmp_path / "b")]) == 2
+    assert asked == [0.25, default]
+    assert "stopped by the test" in capsys.readouterr().err

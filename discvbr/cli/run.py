@@ -91,6 +91,8 @@ def demo_command(
     subjects: int = typer.Option(20, "--subjects", "-n", min=3, help="Phantom subjects."),
     three_d: bool = typer.Option(False, "--3d", help="Stacks of sagittal slices instead of one slice."),
     seed: int = typer.Option(1, "--seed", help="Phantom seed."),
+    followup_fraction: float = typer.Option(0.5, "--followup-fraction", min=0.0, max=1.0,
+                                            help="Share of the subjects with a follow-up session."),
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Local Dask worker processes (0: in this process)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (TOML)."),
 ) -> None:
@@ -109,7 +111,7 @@ def demo_command(
     display, update = _progress_bars()
     with display:
         result = run_demo(out, subjects=subjects, mode="3d" if three_d else "2d", seed=seed, workers=workers,
-                          config=load_config(config), progress=update)
+                          config=load_config(config), followup_fraction=followup_fraction, progress=update)
     _print_summary(result.run.summary(), out / "results")
     ev = result.evaluation
     typer.echo("\nagainst the phantom's truth:")
