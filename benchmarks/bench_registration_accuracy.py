@@ -49,6 +49,11 @@ CANDIDATES: dict[str, tuple[str, dict, dict]] = {
     # since 2026-12-05 its B-spline stage sees aligned depth maps too, so it is not that day's default
     "depth-unlimited": ("default", {}, {st: {"DiscVBRDepthLimit": ("1000",), "UseMovingImageDerivativeScales": ("false",)}
                                         for st in ("affine", "bspline")}),
+    # the default's rigidity penalty with a tenth of the orthonormality term and three times the
+    # linearity term: the B-spline stage may then shear and stretch smoothly (tried 2026-12-05,
+    # third session; better here in 2D, worse in 3D and on the phantom's own disc coordinates)
+    "default-orth0.1": ("default", {}, {"bspline": {"OrthonormalityConditionWeight": ("0.1",),
+                                                   "LinearityConditionWeight": ("3",)}}),
 }
 
 
